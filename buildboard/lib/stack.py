@@ -1,0 +1,97 @@
+"""The `./bb run` and `./bb test` commands: start what is needed, run, and stop it all on exit."""
+
+import argparse
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .redis_server import ensure_redis
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+
+
+def _manage(*args: str, env: dict, capture: bool = False) -> str:
+    result = subprocess.run([PYTHON, "manage.py", *args], cwd=BASE_DIR, env=env, check=True,
+                            capture_output=capture, text=True)
+    return result.stdout.strip() if capture else ""
+
+
+def run(args: argparse.Namespace) -> int:
+    redis = ensure_redis()
+    env = {**os.environ, "REDIS_URL": redis.url, "PYTHONUNBUFFERED": "1"}
+    url = f"http://{args.host}:{args.port}"
+    env.setdefault("SITE_ROOT", url)
+    children: list[subprocess.Popen] = []
+    try:
+        _manage("migrate", "--noinput", "-v0", env=env)
+        password = os.getenv("BUILDBOARD_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
+        _manage("ensure_staff", "admin", password, env=env)
+        token = _manage("create_token", f"demo-fleet-{int(time.time())}", env=env, capture=True)
+        commands = [
+            ["-m", "uvicorn", "buildboard.asgi:application", "--host", args.host, "--port", str(args.port),
+             "--log-level", "warning", "--no-access-log"],
+            ["-m", "celery", "-A", "buildboard", "worker", "-l", "warning", "--concurrency", str(args.concurrency)],
+            ["-m", "celery", "-A", "buildboard", "beat", "-l", "warning",
+             "--schedule", str(BASE_DIR / ".celerybeat-schedule")],
+        ]
+        if not args.no_demo:
+            commands.append(["manage.py", "simulate", "--url", url, "--token", token, "--rate", str(args.rate)])
+        for command in commands:
+            children.append(subprocess.Popen([PYTHON, *command], cwd=BASE_DIR, env=env, start_new_session=True))
+        print(f"\nbuildboard is running at {url}/  (status page: {url}/status/)")
+        print(f"Staff login: admin / {password}")
+        print("Press Ctrl-C to stop everything.\n", flush=True)
+        while all(c.poll() is None for c in children):
+            time.sleep(0.5)
+        failed = next(c for c in children if c.poll() is not None)
+        print(f"{' '.join(failed.args[1:4])} exited with code {failed.returncode}; stopping.", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nStopping ...")
+        return 0
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        redis.stop()
+
+
+def test(args: argparse.Namespace, extra: list[str]) -> int:
+    redis = ensure_redis()
+    env = {**os.environ, "REDIS_URL": redis.url, "CHANNEL_PREFIX": f"bbtest{os.getpid()}"}
+    try:
+        return subprocess.call([PYTHON, "-m", "pytest", *extra], cwd=BASE_DIR, env=env)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        redis.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="bb", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_parser = sub.add_parser("run", help="start web, Celery worker and beat, and a demo fleet")
+    run_parser.add_argument("--host", default=os.getenv("HOST", "127.0.0.1"))
+    run_parser.add_argument("--port", type=int, default=int(os.getenv("PORT", "8000")))
+    run_parser.add_argument("--concurrency", type=int, default=2, help="Celery worker processes")
+    run_parser.add_argument("--rate", type=float, default=6.0, help="demo builds per minute")
+    run_parser.add_argument("--no-demo", action="store_true", help="do not start the demo fleet")
+    sub.add_parser("test", help="run the test suite; extra arguments go to pytest")
+    args, extra = parser.parse_known_args()
+    if args.command == "run":
+        return run(args)
+    return test(args, extra)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

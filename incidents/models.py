@@ -1,0 +1,1 @@
+"""Components, incidents, updates, postmortems and maintenance of the public status page."""

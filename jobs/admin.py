@@ -1,0 +1,47 @@
+from django.contrib import admin
+
+from .models import ApiToken, Build, Job, LogPart, Repository
+
+
+@admin.register(Repository)
+class RepositoryAdmin(admin.ModelAdmin):
+    list_display = ("owner", "name", "private", "created_at")
+    list_filter = ("private",)
+    search_fields = ("owner", "name")
+
+
+class JobInline(admin.TabularInline):
+    model = Job
+    fields = ("number", "state", "attempt", "exit_code", "inconsistent", "worker_version")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+
+@admin.register(Build)
+class BuildAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "branch", "state", "event", "created_at")
+    list_filter = ("state", "event")
+    search_fields = ("repository__owner", "repository__name", "branch", "commit")
+    inlines = [JobInline]
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "state", "attempt", "exit_code", "inconsistent", "worker", "worker_version")
+    list_filter = ("state", "inconsistent", "queue", "worker_version")
+    search_fields = ("number", "worker")
+    raw_id_fields = ("build",)
+
+
+@admin.register(LogPart)
+class LogPartAdmin(admin.ModelAdmin):
+    list_display = ("job", "attempt", "number", "final", "created_at")
+    raw_id_fields = ("job",)
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ("name", "prefix", "created_at", "last_used_at", "revoked")
+    readonly_fields = ("prefix", "hashed_secret", "created_at", "last_used_at")
+    list_filter = ("revoked",)

@@ -1,0 +1,267 @@
+"""The worker API: workers report builds, job states and log parts; anyone allowed reads them back.
+
+Views validate synchronously and hand all writing of reports to Celery (see tasks.py)."""
+
+import re
+
+from django.conf import settings
+from django.db import IntegrityError
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from buildboard.lib.jsonapi import ApiError, api_view, field, integer, json_body, respond, text, timestamp
+
+from . import events, services, tasks
+from .models import ApiToken, Job, create_build
+from .openapi import OPENAPI
+from .states import parse_state
+
+REPOSITORY_SLUG = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+MAX_JOBS_PER_BUILD = 500
+MAX_PARTS_PER_REQUEST = 5000
+
+
+def _token_from(request: HttpRequest) -> ApiToken | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        return None
+    return ApiToken.objects.authenticate(secret.strip())
+
+
+def _require_token(request: HttpRequest) -> ApiToken:
+    if "Authorization" not in request.headers:
+        raise ApiError(401, "missing Authorization header; send 'Authorization: Bearer <token>'")
+    token = _token_from(request)
+    if token is None:
+        raise ApiError(401, "invalid or revoked API token")
+    return token
+
+
+def _get_job_for_worker(request: HttpRequest, job_id: int, *fields: str) -> Job:
+    _require_token(request)
+    job = Job.objects.only("id", "attempt", "cancel_requested", *fields).filter(pk=job_id).first()
+    if job is None:
+        raise ApiError(404, f"job {job_id} does not exist")
+    return job
+
+
+def _get_job_for_reader(request: HttpRequest, job_id: int) -> Job:
+    """A job the caller may read: public, or the caller is staff or holds a token. Else 404."""
+    job = Job.objects.select_related("build__repository").filter(pk=job_id).first()
+    if job is None:
+        raise ApiError(404, f"job {job_id} does not exist")
+    if job.build.repository.visible_to(request.user):
+        return job
+    if "Authorization" in request.headers and _token_from(request) is not None:
+        return job
+    raise ApiError(404, f"job {job_id} does not exist")
+
+
+def _attempt(data: dict, job: Job) -> int:
+    attempt = integer(data, "attempt", None, minimum=1)
+    if attempt is None:
+        return job.attempt
+    if attempt != job.attempt:
+        raise ApiError(409, f"attempt {attempt} is not the job's current attempt ({job.attempt})",
+                       current_attempt=job.attempt)
+    return attempt
+
+
+@csrf_exempt
+@require_POST
+@api_view
+def builds_create(request: HttpRequest) -> HttpResponse:
+    _require_token(request)
+    data = json_body(request)
+    repository = text(data, "repository", max_length=201)
+    if not REPOSITORY_SLUG.match(repository):
+        raise ApiError(400, "'repository' must look like owner/name")
+    jobs = field(data, "jobs", list)
+    if not jobs:
+        raise ApiError(400, "'jobs' must list at least one job")
+    if len(jobs) > MAX_JOBS_PER_BUILD:
+        raise ApiError(400, f"a build may have at most {MAX_JOBS_PER_BUILD} jobs")
+    job_specs = []
+    for i, spec in enumerate(jobs):
+        where = f"jobs[{i}]."
+        if not isinstance(spec, dict):
+            raise ApiError(400, f"'jobs[{i}]' must be an object")
+        job_specs.append({
+            "number": text(spec, "number", None, max_length=32, where=where, blank=False),
+            "config": field(spec, "config", dict, {}, where),
+            "queue": text(spec, "queue", "builds.linux", max_length=100, where=where, blank=False),
+            "allow_failure": field(spec, "allow_failure", bool, False, where),
+        })
+    numbers = [s["number"] for s in job_specs if s["number"]]
+    if len(numbers) != len(set(numbers)):
+        raise ApiError(400, "job numbers must be unique within a build")
+    try:
+        build = create_build(
+            repository=repository,
+            branch=text(data, "branch", blank=False),
+            commit=text(data, "commit", max_length=64, blank=False),
+            message=text(data, "message", "", max_length=10_000),
+            author=text(data, "author", ""),
+            event=text(data, "event", "push", max_length=32),
+            number=integer(data, "number", None, minimum=1, maximum=2**31 - 1),
+            jobs=job_specs,
+        )
+    except IntegrityError:
+        raise ApiError(409, f"build number {data.get('number')} already exists in {repository}") from None
+    build_jobs = list(build.jobs.order_by("id"))
+    for job in build_jobs:
+        events.announce_job(job)
+    events.announce_build(build)
+    return respond({
+        "id": build.pk,
+        "number": build.number,
+        "url": request.build_absolute_uri(build.get_absolute_url()),
+        "jobs": [{"id": j.pk, "number": j.number} for j in build_jobs],
+    }, status=201)
+
+
+@csrf_exempt
+@require_POST
+@api_view
+def job_state(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = _get_job_for_worker(request, job_id)
+    data = json_body(request)
+    state = parse_state(text(data, "state", max_length=32))
+    if state is None:
+        raise ApiError(400, "'state' must be one of received, started, passed, failed, errored, canceled")
+    at = timestamp(data, "at", None) or timezone.now()
+    report = {
+        "worker": text(data, "worker", ""),
+        "worker_version": text(data, "worker_version", "", max_length=64),
+        "exit_code": integer(data, "exit_code", None, minimum=-(2**31), maximum=2**31 - 1),
+    }
+    attempt = _attempt(data, job)
+    tasks.apply_job_state.delay(job.pk, attempt, state.value, at.isoformat(), **report)
+    return respond({"cancel": job.cancel_requested}, status=202)
+
+
+@csrf_exempt
+@require_POST
+@api_view
+def job_log_append(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = _get_job_for_worker(request, job_id, "log_bytes", "log_truncated", "log_persisted_through")
+    data = json_body(request)
+    attempt = _attempt(data, job)
+    raw_parts = field(data, "parts", list)
+    if not raw_parts:
+        raise ApiError(400, "'parts' must list at least one part")
+    if len(raw_parts) > MAX_PARTS_PER_REQUEST:
+        raise ApiError(400, f"at most {MAX_PARTS_PER_REQUEST} parts per request")
+    parts, incoming = [], 0
+    for i, raw in enumerate(raw_parts):
+        where = f"parts[{i}]."
+        if not isinstance(raw, dict):
+            raise ApiError(400, f"'parts[{i}]' must be an object")
+        content = field(raw, "content", str, where=where)
+        size = len(content.encode())
+        if size > settings.LOG_PART_MAX_BYTES:
+            raise ApiError(413, f"part {raw.get('number')} is {size} bytes; the limit is "
+                                f"{settings.LOG_PART_MAX_BYTES} bytes per part")
+        part = {"number": integer(raw, "number", minimum=0, maximum=2**31 - 1, where=where), "content": content}
+        if field(raw, "final", bool, False, where):
+            part["final"] = True
+        parts.append(part)
+        incoming += size
+    # The task enforces the cap exactly; this early check refuses what is certainly over it.
+    accepted, room = [], settings.LOG_MAX_BYTES - job.log_bytes
+    for part in sorted(parts, key=lambda p: p["number"]):
+        size = len(part["content"].encode())
+        if job.log_truncated or size > room:
+            break
+        accepted.append(part)
+        room -= size
+    refused = len(parts) - len(accepted)
+    # The whole batch goes to the task even when some is refused: it stores what fits and marks
+    # the log as truncated, so the stored log ends with a visible marker.
+    if not job.log_truncated:
+        tasks.ingest_log_parts.delay(job.pk, attempt, accepted if refused == 0 else parts)
+    body = {"cancel": job.cancel_requested, "persisted_through": job.log_persisted_through}
+    if refused:
+        raise ApiError(413, f"the log exceeds the {settings.LOG_MAX_BYTES}-byte limit for a job; "
+                            f"{refused} part(s) refused and the log is truncated", **body)
+    return respond(body, status=202)
+
+
+@require_GET
+@api_view
+def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
+    return respond(_get_job_for_reader(request, job_id).as_api_dict())
+
+
+@require_GET
+@api_view
+def job_log(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = _get_job_for_reader(request, job_id)
+    try:
+        after = int(request.GET.get("after", -1))
+        limit = min(int(request.GET.get("limit", 1000)), 5000)
+    except ValueError:
+        raise ApiError(400, "'after' and 'limit' must be integers") from None
+    parts = list(job.log_parts(after).values("number", "content", "final")[: limit + 1])
+    more = len(parts) > limit
+    return respond({
+        "job_id": job.pk,
+        "attempt": job.attempt,
+        "parts": parts[:limit],
+        "more": more,
+        "persisted_through": job.log_persisted_through,
+        "complete": job.log_complete and not more,
+        "truncated": job.log_truncated,
+    })
+
+
+ANSI_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+
+
+@require_GET
+@api_view
+def job_log_txt(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = _get_job_for_reader(request, job_id)
+    content = job.log_text()
+    if request.GET.get("ansi") in ("0", "false", "no"):
+        content = ANSI_ESCAPES.sub("", content)
+    response = HttpResponse(content, content_type="text/plain; charset=utf-8")
+    if request.GET.get("download"):
+        response["Content-Disposition"] = f'attachment; filename="job-{job.pk}-attempt-{job.attempt}.log"'
+    return response
+
+
+@csrf_exempt
+@require_POST
+@api_view
+def job_restart(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = _get_job_for_worker(request, job_id, "state", "build_id")
+    if not services.job_restart(job=job):
+        raise ApiError(409, f"job {job_id} is still {job.state}; only a finished job can be restarted")
+    return respond({"id": job.pk, "attempt": job.attempt, "state": job.state}, status=202)
+
+
+@csrf_exempt
+@require_POST
+@api_view
+def job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = _get_job_for_worker(request, job_id, "state", "build_id")
+    if not services.job_cancel(job=job):
+        raise ApiError(409, f"job {job_id} has already finished ({job.state})")
+    return respond({"id": job.pk, "cancel_requested": True}, status=202)
+
+
+@require_GET
+def openapi(request: HttpRequest) -> HttpResponse:
+    return respond(OPENAPI)
+
+
+@csrf_exempt
+def job_log_dispatch(request: HttpRequest, job_id: int) -> HttpResponse:
+    """GET reads the log, POST appends to it: one URL, as the API document describes."""
+    if request.method == "POST":
+        return job_log_append(request, job_id)
+    return job_log(request, job_id)

@@ -1,0 +1,22 @@
+from django.core.management.base import BaseCommand
+
+from jobs.simulator import Fleet
+
+
+class Command(BaseCommand):
+    help = "Run a demo fleet of simulated workers that report builds through the HTTP API."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--url", default="http://127.0.0.1:8000")
+        parser.add_argument("--token", required=True, help="a token from create_token")
+        parser.add_argument("--rate", type=float, default=6.0, help="new builds per minute")
+        parser.add_argument("--workers", type=int, default=4)
+        parser.add_argument("--builds", type=int, default=None, help="stop after this many builds")
+        parser.add_argument("--seed", type=int, default=None)
+
+    def handle(self, *args, url, token, rate, workers, builds, seed, **options):
+        fleet = Fleet(url, token, rate=rate, workers=workers, seed=seed)
+        try:
+            fleet.run(builds=builds)
+        except KeyboardInterrupt:
+            fleet.stopping.set()

@@ -1,0 +1,417 @@
+"""Repositories, builds, jobs, log parts and worker API tokens."""
+
+import hashlib
+import re
+import secrets
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models, transaction
+from django.db.models import F, Max, Q
+from django.urls import reverse
+from django.utils import timezone
+
+from .states import (
+    ACTIVE_STATES,
+    FINAL_STATES,
+    TIMESTAMP_FOR,
+    BuildState,
+    JobState,
+    build_state_from,
+    is_inconsistent,
+    next_state,
+)
+
+EXIT_LINE = re.compile(rb"Done\. Your build exited with (-?\d+)\.")
+TRUNCATION_MARKER = "\n\x1b[33;1m[buildboard] Log truncated: it exceeded the {limit} limit.\x1b[0m\n"
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:g} {unit}" if unit == "B" else f"{n:.0f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+class RepositoryQuerySet(models.QuerySet):
+    def visible_to(self, user) -> "RepositoryQuerySet":
+        if user.is_authenticated and user.is_staff:
+            return self
+        return self.filter(private=False)
+
+
+class Repository(models.Model):
+    owner = models.CharField(max_length=100)
+    name = models.CharField(max_length=100)
+    private = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = RepositoryQuerySet.as_manager()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["owner", "name"], name="repository_unique_slug")]
+        ordering = ["owner", "name"]
+        verbose_name_plural = "repositories"
+
+    def __str__(self) -> str:
+        return self.slug
+
+    def get_absolute_url(self) -> str:
+        return reverse("jobs-repository", args=[self.owner, self.name])
+
+    @property
+    def slug(self) -> str:
+        return f"{self.owner}/{self.name}"
+
+    def visible_to(self, user) -> bool:
+        return not self.private or (user.is_authenticated and user.is_staff)
+
+    def next_build_number(self) -> int:
+        top = self.builds.aggregate(top=Max("number"))["top"]
+        return (top or 0) + 1
+
+
+class BuildQuerySet(models.QuerySet):
+    def visible_to(self, user) -> "BuildQuerySet":
+        if user.is_authenticated and user.is_staff:
+            return self
+        return self.filter(repository__private=False)
+
+
+class Build(models.Model):
+    repository = models.ForeignKey(Repository, models.CASCADE, related_name="builds")
+    number = models.PositiveIntegerField()
+    branch = models.CharField(max_length=255)
+    commit = models.CharField(max_length=64)
+    message = models.TextField(blank=True)
+    author = models.CharField(max_length=255, blank=True)
+    event = models.CharField(max_length=32, default="push")
+    state = models.CharField(max_length=16, choices=BuildState.choices, default=BuildState.CREATED)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Bumped on every change, so live clients can tell stale frames from fresh ones.
+    seq = models.PositiveIntegerField(default=0)
+
+    objects = BuildQuerySet.as_manager()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["repository", "number"], name="build_unique_number")]
+        indexes = [models.Index(fields=["-created_at"]), models.Index(fields=["repository", "branch", "-number"])]
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.repository.slug}#{self.number}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("jobs-build", args=[self.pk])
+
+    @property
+    def duration(self) -> timedelta | None:
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+    def refresh_state(self) -> bool:
+        """Recompute state and times from the jobs; call inside the transaction that changed them.
+
+        Returns whether anything changed."""
+        jobs = list(self.jobs.values("state", "allow_failure", "started_at", "finished_at"))
+        required = [j["state"] for j in jobs if not j["allow_failure"]] or [j["state"] for j in jobs]
+        state = build_state_from(required)
+        started = [j["started_at"] for j in jobs if j["started_at"]]
+        started_at = min(started) if started else None
+        all_done = jobs and all(j["state"] in FINAL_STATES for j in jobs)
+        finished_at = max((j["finished_at"] for j in jobs if j["finished_at"]), default=None) if all_done else None
+        if state == self.state and started_at == self.started_at and finished_at == self.finished_at:
+            return False
+        self.state, self.started_at, self.finished_at = state, started_at, finished_at
+        self.seq += 1
+        self.save(update_fields=["state", "started_at", "finished_at", "seq"])
+        return True
+
+
+class JobQuerySet(models.QuerySet):
+    def visible_to(self, user) -> "JobQuerySet":
+        if user.is_authenticated and user.is_staff:
+            return self
+        return self.filter(build__repository__private=False)
+
+
+class Job(models.Model):
+    build = models.ForeignKey(Build, models.CASCADE, related_name="jobs")
+    number = models.CharField(max_length=32)
+    config = models.JSONField(default=dict, blank=True)
+    queue = models.CharField(max_length=100, default="builds.linux")
+    allow_failure = models.BooleanField(default=False)
+    state = models.CharField(max_length=16, choices=JobState.choices, default=JobState.QUEUED)
+    attempt = models.PositiveIntegerField(default=1)
+    exit_code = models.IntegerField(null=True, blank=True)
+    exit_code_from_log = models.BooleanField(default=False)
+    inconsistent = models.BooleanField(default=False)
+    worker = models.CharField(max_length=255, blank=True)
+    worker_version = models.CharField(max_length=64, blank=True)
+    queued_at = models.DateTimeField(default=timezone.now)
+    received_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    last_activity_at = models.DateTimeField(default=timezone.now)
+    cancel_requested = models.BooleanField(default=False)
+    # Log bookkeeping for the current attempt, maintained by the ingestion tasks.
+    log_bytes = models.PositiveBigIntegerField(default=0)
+    log_persisted_through = models.IntegerField(default=-1)
+    log_final_number = models.IntegerField(null=True, blank=True)
+    log_truncated = models.BooleanField(default=False)
+    seq = models.PositiveIntegerField(default=0)
+
+    objects = JobQuerySet.as_manager()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["build", "number"], name="job_unique_number")]
+        indexes = [models.Index(fields=["state", "queue"]), models.Index(fields=["worker_version", "finished_at"])]
+        ordering = ["build", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.build.repository.slug} job {self.number}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("jobs-detail", args=[self.pk])
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in FINAL_STATES
+
+    @property
+    def log_complete(self) -> bool:
+        return self.log_truncated or (
+            self.log_final_number is not None and self.log_persisted_through >= self.log_final_number
+        )
+
+    @property
+    def duration(self) -> timedelta | None:
+        if self.started_at:
+            return (self.finished_at or timezone.now()) - self.started_at
+        return None
+
+    @property
+    def display_state(self) -> str:
+        if self.cancel_requested and not self.is_finished:
+            return "canceling"
+        return self.state
+
+    def apply_report(self, *, state: str | None, at, worker: str = "", worker_version: str = "",
+                     exit_code: int | None = None) -> bool:
+        """Fold one worker report into this (locked) job. Returns whether anything changed."""
+        before = (self.state, self.exit_code, self.worker, self.worker_version, self.received_at,
+                  self.started_at, self.finished_at)
+        if state:
+            self.state = next_state(self.state, state)
+            field = TIMESTAMP_FOR[JobState(state)]
+            if getattr(self, field) is None:
+                setattr(self, field, at)
+        if worker and not self.worker:
+            self.worker = worker
+        if worker_version and not self.worker_version:
+            self.worker_version = worker_version
+        if exit_code is not None and (self.exit_code is None or self.exit_code_from_log):
+            self.exit_code, self.exit_code_from_log = exit_code, False
+        self.inconsistent = self.state in FINAL_STATES and is_inconsistent(self.state, self.exit_code)
+        self.last_activity_at = max(self.last_activity_at, timezone.now())
+        changed = before != (self.state, self.exit_code, self.worker, self.worker_version, self.received_at,
+                             self.started_at, self.finished_at)
+        if changed:
+            self.seq += 1
+        self.save()
+        return changed
+
+    def restart(self) -> bool:
+        """Start the next attempt of a finished job. Returns False if it is not finished."""
+        updated = Job.objects.filter(pk=self.pk, state__in=FINAL_STATES).update(
+            attempt=F("attempt") + 1,
+            state=JobState.QUEUED,
+            exit_code=None,
+            exit_code_from_log=False,
+            inconsistent=False,
+            worker="",
+            worker_version="",
+            queued_at=timezone.now(),
+            received_at=None,
+            started_at=None,
+            finished_at=None,
+            last_activity_at=timezone.now(),
+            cancel_requested=False,
+            log_bytes=0,
+            log_persisted_through=-1,
+            log_final_number=None,
+            log_truncated=False,
+            seq=F("seq") + 1,
+        )
+        if updated:
+            self.refresh_from_db()
+        return bool(updated)
+
+    def request_cancel(self) -> bool:
+        """Ask the worker to stop; it learns through its next API response. Returns False if finished."""
+        updated = Job.objects.filter(pk=self.pk, state__in=ACTIVE_STATES).update(
+            cancel_requested=True, seq=F("seq") + 1
+        )
+        if updated:
+            self.refresh_from_db()
+        return bool(updated)
+
+    def store_log_parts(self, attempt: int, parts: list[dict]) -> list["LogPart"]:
+        """Store new parts of a (locked) job's current attempt, within the log cap.
+
+        Duplicates are skipped; returns the parts actually stored, in number order."""
+        numbers = [p["number"] for p in parts]
+        existing = set(
+            LogPart.objects.filter(job=self, attempt=attempt, number__in=numbers).values_list("number", flat=True)
+        )
+        fresh: dict[int, dict] = {}
+        for part in parts:
+            if part["number"] not in existing:
+                fresh.setdefault(part["number"], part)
+        stored = []
+        for number in sorted(fresh):
+            part = fresh[number]
+            size = len(part["content"].encode())
+            if self.log_truncated or self.log_bytes + size > settings.LOG_MAX_BYTES:
+                self.log_truncated = True
+                break
+            self.log_bytes += size
+            stored.append(LogPart(job=self, attempt=attempt, number=number, content=part["content"],
+                                  final=bool(part.get("final"))))
+            if part.get("final"):
+                self.log_final_number = number if self.log_final_number is None else self.log_final_number
+        LogPart.objects.bulk_create(stored)
+        self._advance_persisted_through(attempt)
+        self._take_exit_code_from_log(stored)
+        if stored:
+            self.last_activity_at = timezone.now()
+            self.seq += 1
+        self.save()
+        return stored
+
+    def _advance_persisted_through(self, attempt: int) -> None:
+        numbers = LogPart.objects.filter(job=self, attempt=attempt, number__gt=self.log_persisted_through)
+        for number in numbers.order_by("number").values_list("number", flat=True):
+            if number != self.log_persisted_through + 1:
+                break
+            self.log_persisted_through = number
+
+    def _take_exit_code_from_log(self, stored: list["LogPart"]) -> None:
+        if self.exit_code is not None and not self.exit_code_from_log:
+            return
+        for part in sorted(stored, key=lambda p: p.number, reverse=True):
+            matches = EXIT_LINE.findall(part.content.encode())
+            if matches:
+                self.exit_code, self.exit_code_from_log = int(matches[-1]), True
+                self.inconsistent = self.state in FINAL_STATES and is_inconsistent(self.state, self.exit_code)
+                return
+
+    def log_parts(self, after: int = -1):
+        return self.parts.filter(attempt=self.attempt, number__gt=after).order_by("number")
+
+    def log_text(self) -> str:
+        text = "".join(self.log_parts().values_list("content", flat=True))
+        if self.log_truncated:
+            text += TRUNCATION_MARKER.format(limit=_human_bytes(settings.LOG_MAX_BYTES))
+        return text
+
+    def as_api_dict(self) -> dict:
+        return {
+            "id": self.pk,
+            "number": self.number,
+            "build_id": self.build_id,
+            "state": self.state,
+            "cancel_requested": self.cancel_requested,
+            "attempt": self.attempt,
+            "exit_code": self.exit_code,
+            "inconsistent": self.inconsistent,
+            "queue": self.queue,
+            "allow_failure": self.allow_failure,
+            "config": self.config,
+            "worker": self.worker,
+            "worker_version": self.worker_version,
+            "queued_at": self.queued_at,
+            "received_at": self.received_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "log": {
+                "bytes": self.log_bytes,
+                "persisted_through": self.log_persisted_through,
+                "complete": self.log_complete,
+                "truncated": self.log_truncated,
+            },
+            "seq": self.seq,
+        }
+
+
+class LogPart(models.Model):
+    job = models.ForeignKey(Job, models.CASCADE, related_name="parts")
+    attempt = models.PositiveIntegerField()
+    number = models.PositiveIntegerField()
+    content = models.TextField()
+    final = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["job", "attempt", "number"], name="logpart_unique_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_id}/{self.attempt}/{self.number}"
+
+
+def _hash_token(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class ApiTokenQuerySet(models.QuerySet):
+    def authenticate(self, secret: str) -> "ApiToken | None":
+        token = self.filter(hashed_secret=_hash_token(secret), revoked=False).first()
+        if token is not None:
+            # Record use at most once a minute, so a busy worker does not write on every request.
+            stale = timezone.now() - timedelta(minutes=1)
+            ApiToken.objects.filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=stale), pk=token.pk).update(
+                last_used_at=timezone.now()
+            )
+        return token
+
+
+class ApiToken(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    prefix = models.CharField(max_length=12, help_text="The first characters, to recognise a token.")
+    hashed_secret = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked = models.BooleanField(default=False)
+
+    objects = ApiTokenQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @classmethod
+    def mint(cls, name: str) -> tuple["ApiToken", str]:
+        """Create a token; the secret is returned once and only its hash is kept."""
+        secret = "bb_" + secrets.token_urlsafe(30)
+        token = cls.objects.create(name=name, prefix=secret[:10], hashed_secret=_hash_token(secret))
+        return token, secret
+
+
+@transaction.atomic
+def create_build(*, repository: str, branch: str, commit: str, message: str = "", author: str = "",
+                 event: str = "push", number: int | None = None, jobs: list[dict]) -> Build:
+    owner, name = repository.split("/", 1)
+    repo, _ = Repository.objects.get_or_create(owner=owner, name=name)
+    repo = Repository.objects.select_for_update().get(pk=repo.pk)
+    build = Build.objects.create(repository=repo, number=number or repo.next_build_number(), branch=branch,
+                                 commit=commit, message=message, author=author, event=event)
+    for index, spec in enumerate(jobs, start=1):
+        Job.objects.create(build=build, number=spec.get("number") or f"{build.number}.{index}",
+                           config=spec.get("config") or {}, queue=spec.get("queue") or "builds.linux",
+                           allow_failure=bool(spec.get("allow_failure")))
+    return build

@@ -1,0 +1,132 @@
+"""Shared fixtures: named users (alice is staff, bob is not), a worker token, real subprocesses."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from buildboard import celery_app
+from jobs.models import ApiToken, create_build
+
+BASE_DIR = Path(settings.BASE_DIR)
+
+
+@pytest.fixture(autouse=True)
+def eager_celery():
+    """Tasks run inline unless a test brings a real worker (see celery_worker)."""
+    celery_app.conf.task_always_eager = True
+    celery_app.conf.task_eager_propagates = True
+    yield
+    celery_app.conf.task_always_eager = False
+
+
+@pytest.fixture
+def alice(django_user_model):
+    return django_user_model.objects.create_user("alice", "alice@example.com", "alice-password", is_staff=True)
+
+
+@pytest.fixture
+def bob(django_user_model):
+    return django_user_model.objects.create_user("bob", "bob@example.com", "bob-password")
+
+
+@pytest.fixture
+def token(db) -> str:
+    return ApiToken.mint("test-worker")[1]
+
+
+@pytest.fixture
+def auth(token) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def make_build(db):
+    def make(repository="acme/rocket", jobs=1, allow_failure=(), **kwargs):
+        specs = [{"allow_failure": i in allow_failure} for i in range(jobs)]
+        return create_build(repository=repository, branch=kwargs.pop("branch", "main"),
+                            commit=kwargs.pop("commit", "abc123"), jobs=specs, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def job(make_build):
+    return make_build().jobs.get()
+
+
+def database_url() -> str:
+    """The URL of the test database, for server and worker subprocesses."""
+    s = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{s['NAME']}"
+    auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
+    return f"postgres://{auth}@{s['HOST'] or 'localhost'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+def subprocess_env(**extra: str) -> dict:
+    return {**os.environ, "DATABASE_URL": database_url(), "PYTHONUNBUFFERED": "1", **extra}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture
+def celery_worker(transactional_db):
+    """A real Celery worker process consuming from the test Redis, writing to the test database."""
+    celery_app.conf.task_always_eager = False
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "buildboard", "worker", "--pool", "solo", "-l", "warning",
+         "--without-heartbeat", "--without-mingle", "--without-gossip"],
+        cwd=BASE_DIR, env=subprocess_env(),
+    )
+    yield process
+    _stop(process)
+
+
+@pytest.fixture
+def asgi_server(transactional_db):
+    """The real ASGI app under uvicorn, in its own process; yields its base URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "buildboard.asgi:application", "--host", "127.0.0.1",
+         "--port", str(port), "--log-level", "warning"],
+        cwd=BASE_DIR, env=subprocess_env(),
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            assert process.poll() is None, "uvicorn exited early"
+            time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    _stop(process)
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
