@@ -1,0 +1,54 @@
+"""End to end: a real HTTP server and a real Celery worker carry a report into the database and
+onto the channel layer, through a real Redis."""
+
+import asyncio
+
+import httpx
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+from jobs import events
+from jobs.models import Job
+
+from .conftest import wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+async def _receive(layer, channel, timeout=20):
+    return await asyncio.wait_for(layer.receive(channel), timeout)
+
+
+def test_report_travels_from_http_through_celery_to_database_and_channel_layer(live_system, token):
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=live_system, headers=headers, timeout=10) as http:
+        created = http.post("/api/v1/builds", json={"repository": "acme/rocket", "branch": "main", "commit": "c0ffee",
+                                                    "jobs": [{"config": {"os": "linux"}}]})
+        assert created.status_code == 201, created.text
+        job_id = created.json()["jobs"][0]["id"]
+
+        layer = get_channel_layer()
+        channel = async_to_sync(layer.new_channel)()
+        async_to_sync(layer.group_add)(events.job_group(job_id), channel)
+
+        assert http.post(f"/api/v1/jobs/{job_id}/state", json={"state": "started", "worker": "w1"}).status_code == 202
+        parts = [{"number": 1, "content": "second\n"}, {"number": 0, "content": "first\n"}]
+        assert http.post(f"/api/v1/jobs/{job_id}/log", json={"parts": parts}).status_code == 202
+        http.post(f"/api/v1/jobs/{job_id}/log", json={"parts": [
+            {"number": 2, "content": "Done. Your build exited with 0.\n", "final": True}]})
+        http.post(f"/api/v1/jobs/{job_id}/state", json={"state": "passed"})
+
+        job = wait_until(lambda: Job.objects.filter(pk=job_id, state="passed", log_persisted_through=2).first())
+        assert (job.worker, job.exit_code, job.inconsistent) == ("w1", 0, False)
+        assert http.get(f"/jobs/{job_id}/log.txt").text == "first\nsecond\nDone. Your build exited with 0.\n"
+        assert http.get(f"/api/v1/jobs/{job_id}/log").json()["complete"] is True
+
+        frames = []
+        while not any(f["type"] == "job.state" and f["state"] == "passed" for f in frames):
+            frames.append(async_to_sync(_receive)(layer, channel))
+        numbers = [p["number"] for f in frames if f["type"] == "log.parts" for p in f["parts"]]
+        assert sorted(numbers) == [0, 1, 2]
+        assert [f["state"] for f in frames if f["type"] == "job.state"][0] == "started"
+        seqs = [f["seq"] for f in frames if f["type"] == "job.state"]
+        assert seqs == sorted(seqs)
