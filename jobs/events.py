@@ -3,9 +3,11 @@
 Every frame names the job/build and the sequence or part number it is about, so a client that
 notices a gap (channels_redis drops messages when a channel is full) refetches from the database."""
 
+import asyncio
 import logging
+import os
+import threading
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
@@ -22,6 +24,23 @@ def build_group(build_id: int) -> str:
     return f"build-{build_id}"
 
 
+_loop_lock = threading.Lock()
+_loop: tuple[int, asyncio.AbstractEventLoop] | None = None
+
+
+def _announcer_loop() -> asyncio.AbstractEventLoop:
+    """One long-lived event loop per process for announcements, so the channel layer keeps its Redis
+    connections instead of opening new ones for every message (as a fresh async_to_sync loop would).
+    Keyed by pid: a forked Celery child must not use its parent's loop."""
+    global _loop
+    with _loop_lock:
+        if _loop is None or _loop[0] != os.getpid():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="channel-announcer", daemon=True).start()
+            _loop = (os.getpid(), loop)
+        return _loop[1]
+
+
 def _send(groups: list[str], message: dict) -> None:
     layer = get_channel_layer()
     if layer is None:
@@ -32,7 +51,7 @@ def _send(groups: list[str], message: dict) -> None:
             await layer.group_send(group, message)
 
     try:
-        async_to_sync(send_all)()
+        asyncio.run_coroutine_threadsafe(send_all(), _announcer_loop()).result(timeout=10)
     except Exception:  # a lost doorbell is tolerated by design; the data is committed
         log.exception("channel layer announcement failed")
 
@@ -52,6 +71,8 @@ def job_state_frame(job) -> dict:
         "started_at": job.started_at.isoformat() if job.started_at else None,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
         "log_complete": job.log_complete,
+        "log_truncated": job.log_truncated,
+        "worker": job.worker,
     }
 
 
@@ -61,6 +82,9 @@ def build_state_frame(build) -> dict:
         "build_id": build.pk,
         "repository": build.repository.slug if "repository" in build._state.fields_cache else None,
         "repository_id": build.repository_id,
+        # Consumers of the all-builds group filter on this, so anonymous viewers never see private work.
+        "private": build.repository.private,
+        "branch": build.branch,
         "number": build.number,
         "seq": build.seq,
         "state": build.state,

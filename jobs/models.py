@@ -3,6 +3,7 @@
 import hashlib
 import re
 import secrets
+import time
 from datetime import timedelta
 
 from django.conf import settings
@@ -369,15 +370,28 @@ def _hash_token(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+# Recently verified token hashes, so a busy worker's requests do not each query the database.
+# A revoked token stops working within TOKEN_CACHE_SECONDS.
+TOKEN_CACHE_SECONDS = 10
+_token_cache: dict[str, tuple[float, int]] = {}
+
+
 class ApiTokenQuerySet(models.QuerySet):
     def authenticate(self, secret: str) -> "ApiToken | None":
-        token = self.filter(hashed_secret=_hash_token(secret), revoked=False).first()
-        if token is not None:
-            # Record use at most once a minute, so a busy worker does not write on every request.
-            stale = timezone.now() - timedelta(minutes=1)
-            ApiToken.objects.filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=stale), pk=token.pk).update(
-                last_used_at=timezone.now()
-            )
+        hashed = _hash_token(secret)
+        cached = _token_cache.get(hashed)
+        if cached and cached[0] > time.monotonic():
+            return ApiToken(pk=cached[1], hashed_secret=hashed)
+        token = self.filter(hashed_secret=hashed, revoked=False).first()
+        if token is None:
+            _token_cache.pop(hashed, None)
+            return None
+        # Record use at most once a minute, so a busy worker does not write on every request.
+        stale = timezone.now() - timedelta(minutes=1)
+        ApiToken.objects.filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=stale), pk=token.pk).update(
+            last_used_at=timezone.now()
+        )
+        _token_cache[hashed] = (time.monotonic() + TOKEN_CACHE_SECONDS, token.pk)
         return token
 
 
@@ -393,6 +407,10 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+    def save(self, *args, **kwargs) -> None:
+        _token_cache.pop(self.hashed_secret, None)
+        super().save(*args, **kwargs)
 
     @classmethod
     def mint(cls, name: str) -> tuple["ApiToken", str]:

@@ -200,3 +200,11 @@ def test_openapi_document_lists_the_endpoints(client):
     doc = client.get("/api/v1/openapi.json").json()
     assert doc["openapi"].startswith("3.")
     assert {"/api/v1/builds", "/api/v1/jobs/{id}/state", "/api/v1/jobs/{id}/log"} <= set(doc["paths"])
+
+
+def test_revoking_a_used_token_takes_effect_at_once(client, auth, job):
+    assert post(client, f"/api/v1/jobs/{job.pk}/state", {"state": "started"}, auth).status_code == 202
+    stored = ApiToken.objects.get()
+    stored.revoked = True
+    stored.save()
+    assert post(client, f"/api/v1/jobs/{job.pk}/state", {"state": "started"}, auth).status_code == 401
