@@ -1,0 +1,172 @@
+"""bench/ingest: sustained log lines per second through HTTP -> Celery -> database.
+
+Several simulated workers stream log parts concurrently. The same batches are sent to a bare
+baseline (an ASGI endpoint that only parses them and pushes them to Redis) in the same run, and the
+ratio is printed. Usage (PostgreSQL and Redis as in the README):
+
+    .venv/bin/python bench/ingest/run.py [--clients 8] [--requests 300] [--parts 10] [--lines 40]
+"""
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(BASE_DIR))
+
+from buildboard.lib.redis_server import ensure_redis, free_port  # noqa: E402
+
+LINE = "\x1b[32mPASSED\x1b[0m tests/test_module.py::test_case_number_{n} in 0.01s\n"
+
+
+def batches(requests: int, parts: int, lines: int):
+    """The same request bodies for both servers: `requests` batches of `parts` parts of `lines` lines."""
+    number = 0
+    for _ in range(requests):
+        body = []
+        for _ in range(parts):
+            body.append({"number": number, "content": "".join(LINE.format(n=number * lines + i) for i in range(lines))})
+            number += 1
+        yield {"parts": body}
+
+
+def start(args: list[str], env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *args], cwd=BASE_DIR, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE if os.getenv("BENCH_QUIET") else None)
+
+
+def stop(*processes: subprocess.Popen) -> None:
+    for p in processes:
+        p.terminate()
+    for p in processes:
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+async def wait_listening(url: str) -> None:
+    async with httpx.AsyncClient() as client:
+        for _ in range(300):
+            try:
+                await client.get(url)
+                return
+            except httpx.TransportError:
+                await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+async def load(url_for, clients: int, args, headers: dict) -> float:
+    """Each client streams its own job's batches sequentially; returns the elapsed seconds."""
+    limits = httpx.Limits(max_connections=clients)
+    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=60) as http:
+        async def one(index: int) -> None:
+            for body in batches(args.requests, args.parts, args.lines):
+                r = await http.post(url_for(index), json=body)
+                if r.status_code != 202:
+                    raise RuntimeError(f"{r.status_code}: {r.text[:200]}")
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(clients)))
+        return time.perf_counter() - started
+
+
+def manage(*args: str, env: dict) -> str:
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env=env, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=8, help="concurrent simulated workers")
+    parser.add_argument("--requests", type=int, default=150, help="requests per worker")
+    parser.add_argument("--parts", type=int, default=10, help="parts per request")
+    parser.add_argument("--lines", type=int, default=40, help="lines per part")
+    parser.add_argument("--celery-concurrency", type=int, default=2)
+    parser.add_argument("--database-url", default=os.getenv("BENCH_DATABASE_URL",
+                                                            "postgres://postgres@127.0.0.1:5432/buildboard_bench"))
+    args = parser.parse_args()
+
+    redis = ensure_redis()
+    env = {**os.environ, "REDIS_URL": redis.url, "DATABASE_URL": args.database_url, "DEBUG": "False",
+           "SECRET_KEY": "bench", "SECURE_SSL_REDIRECT": "False", "ALLOWED_HOSTS": "127.0.0.1,localhost",
+           "CHANNEL_PREFIX": "bench", "PYTHONPATH": str(BASE_DIR)}
+    total_lines = args.clients * args.requests * args.parts * args.lines
+    try:
+        _prepare_database(args.database_url)
+        manage("migrate", "--noinput", env=env)
+
+        # Baseline: the bare endpoint.
+        port = free_port()
+        server = start(["-m", "uvicorn", "bench.ingest.baseline:app", "--port", str(port), "--log-level", "warning",
+                        "--no-access-log"], env)
+        try:
+            asyncio.run(wait_listening(f"http://127.0.0.1:{port}/"))
+            base_s = asyncio.run(load(lambda i: f"http://127.0.0.1:{port}/log", args.clients, args, {}))
+        finally:
+            stop(server)
+
+        # buildboard: HTTP -> Celery -> database, timed until every line is stored.
+        token = manage("create_token", f"bench-{time.time_ns()}", env=env)
+        port = free_port()
+        web = start(["-m", "uvicorn", "buildboard.asgi:application", "--port", str(port), "--log-level", "warning",
+                     "--no-access-log"], env)
+        worker = start(["-m", "celery", "-A", "buildboard", "worker", "-l", "warning", "--concurrency",
+                        str(args.celery_concurrency), "--without-heartbeat", "--without-mingle", "--without-gossip"],
+                       env)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            asyncio.run(wait_listening(base + "/api/v1/openapi.json"))
+            headers = {"Authorization": f"Bearer {token}"}
+            build = httpx.post(base + "/api/v1/builds", headers=headers, json={
+                "repository": "bench/ingest", "branch": "main", "commit": "0" * 40,
+                "jobs": [{"config": {}} for _ in range(args.clients)]}).json()
+            job_ids = [j["id"] for j in build["jobs"]]
+            started = time.perf_counter()
+            http_s = asyncio.run(load(lambda i: f"{base}/api/v1/jobs/{job_ids[i]}/log", args.clients, args, headers))
+            expected = args.requests * args.parts - 1
+            pending = set(job_ids)
+            with httpx.Client(base_url=base, headers=headers) as client:
+                while pending and time.perf_counter() - started < 600:
+                    for job_id in list(pending):
+                        if client.get(f"/api/v1/jobs/{job_id}").json()["log"]["persisted_through"] == expected:
+                            pending.discard(job_id)
+                    time.sleep(0.05)
+            ours_s = time.perf_counter() - started
+            if pending:
+                raise RuntimeError(f"jobs {sorted(pending)} were not fully stored")
+        finally:
+            stop(web, worker)
+    finally:
+        redis.stop()
+
+    base_rate, http_rate, ours_rate = total_lines / base_s, total_lines / http_s, total_lines / ours_s
+    print(f"workload: {args.clients} workers x {args.requests} requests x {args.parts} parts x {args.lines} lines"
+          f" = {total_lines:,} lines")
+    print(f"baseline (parse + Redis LPUSH):        {base_rate:12,.0f} lines/s  ({base_s:.2f} s)")
+    print(f"buildboard HTTP accepted:              {http_rate:12,.0f} lines/s  ({http_s:.2f} s)")
+    print(f"buildboard HTTP -> Celery -> database: {ours_rate:12,.0f} lines/s  ({ours_s:.2f} s)")
+    print(f"ratio (stored / baseline):             {ours_rate / base_rate:12.2f}  (target >= 0.50, >= 10,000 lines/s)")
+
+
+def _prepare_database(url: str) -> None:
+    """A fresh benchmark database each run, so figures do not depend on earlier runs."""
+    if not url.startswith("postgres"):
+        return
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    admin = url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+if __name__ == "__main__":
+    main()
