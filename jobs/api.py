@@ -12,6 +12,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from buildboard.lib.jsonapi import ApiError, api_view, field, integer, json_body, respond, text, timestamp
+from buildboard.lib.publish import enqueue
 
 from . import events, services, tasks
 from .models import ApiToken, Job, create_build
@@ -139,7 +140,7 @@ def job_state(request: HttpRequest, job_id: int) -> HttpResponse:
         "exit_code": integer(data, "exit_code", None, minimum=-(2**31), maximum=2**31 - 1),
     }
     attempt = _attempt(data, job)
-    tasks.apply_job_state.delay(job.pk, attempt, state.value, at.isoformat(), **report)
+    enqueue(tasks.apply_job_state, job.pk, attempt, state.value, at.isoformat(), **report)
     return respond({"cancel": job.cancel_requested}, status=202)
 
 
@@ -182,7 +183,7 @@ def job_log_append(request: HttpRequest, job_id: int) -> HttpResponse:
     # The whole batch goes to the task even when some is refused: it stores what fits and marks
     # the log as truncated, so the stored log ends with a visible marker.
     if not job.log_truncated:
-        tasks.ingest_log_parts.delay(job.pk, attempt, accepted if refused == 0 else parts)
+        enqueue(tasks.ingest_log_parts, job.pk, attempt, accepted if refused == 0 else parts)
     body = {"cancel": job.cancel_requested, "persisted_through": job.log_persisted_through}
     if refused:
         raise ApiError(413, f"the log exceeds the {settings.LOG_MAX_BYTES}-byte limit for a job; "
