@@ -23,7 +23,7 @@ from .states import (
     next_state,
 )
 
-EXIT_LINE = re.compile(rb"Done\. Your build exited with (-?\d+)\.")
+EXIT_LINE = re.compile(r"Done\. Your build exited with (-?\d+)\.")
 TRUNCATION_MARKER = "\n\x1b[33;1m[buildboard] Log truncated: it exceeded the {limit} limit.\x1b[0m\n"
 
 
@@ -265,13 +265,15 @@ class Job(models.Model):
         """Store new parts of a (locked) job's current attempt, within the log cap.
 
         Duplicates are skipped; returns the parts actually stored, in number order."""
-        numbers = [p["number"] for p in parts]
-        existing = set(
-            LogPart.objects.filter(job=self, attempt=attempt, number__in=numbers).values_list("number", flat=True)
+        # One query for every stored number past the contiguous prefix tells both which incoming
+        # parts are duplicates and how far the prefix reaches once this batch is in.
+        beyond = set(
+            LogPart.objects.filter(job=self, attempt=attempt, number__gt=self.log_persisted_through)
+            .values_list("number", flat=True)
         )
         fresh: dict[int, dict] = {}
         for part in parts:
-            if part["number"] not in existing:
+            if part["number"] > self.log_persisted_through and part["number"] not in beyond:
                 fresh.setdefault(part["number"], part)
         stored = []
         for number in sorted(fresh):
@@ -283,29 +285,25 @@ class Job(models.Model):
             self.log_bytes += size
             stored.append(LogPart(job=self, attempt=attempt, number=number, content=part["content"],
                                   final=bool(part.get("final"))))
-            if part.get("final"):
-                self.log_final_number = number if self.log_final_number is None else self.log_final_number
+            if part.get("final") and self.log_final_number is None:
+                self.log_final_number = number
         LogPart.objects.bulk_create(stored)
-        self._advance_persisted_through(attempt)
+        beyond.update(p.number for p in stored)
+        while self.log_persisted_through + 1 in beyond:
+            self.log_persisted_through += 1
         self._take_exit_code_from_log(stored)
         if stored:
             self.last_activity_at = timezone.now()
             self.seq += 1
-        self.save()
+        self.save(update_fields=["log_bytes", "log_truncated", "log_final_number", "log_persisted_through",
+                                 "exit_code", "exit_code_from_log", "inconsistent", "last_activity_at", "seq"])
         return stored
-
-    def _advance_persisted_through(self, attempt: int) -> None:
-        numbers = LogPart.objects.filter(job=self, attempt=attempt, number__gt=self.log_persisted_through)
-        for number in numbers.order_by("number").values_list("number", flat=True):
-            if number != self.log_persisted_through + 1:
-                break
-            self.log_persisted_through = number
 
     def _take_exit_code_from_log(self, stored: list["LogPart"]) -> None:
         if self.exit_code is not None and not self.exit_code_from_log:
             return
         for part in sorted(stored, key=lambda p: p.number, reverse=True):
-            matches = EXIT_LINE.findall(part.content.encode())
+            matches = EXIT_LINE.findall(part.content)
             if matches:
                 self.exit_code, self.exit_code_from_log = int(matches[-1]), True
                 self.inconsistent = self.state in FINAL_STATES and is_inconsistent(self.state, self.exit_code)

@@ -1,0 +1,32 @@
+"""WhiteNoise, usable without a thread hop under ASGI.
+
+WhiteNoise's middleware is sync-only, which makes Django run every request through it in a worker
+thread and hop back to the event loop for the rest of the chain. Only static paths need WhiteNoise's
+(quick, in-memory) lookup; everything else passes straight through."""
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.http import HttpRequest
+from whitenoise.middleware import WhiteNoiseMiddleware
+
+
+class StaticFilesMiddleware(WhiteNoiseMiddleware):
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response=None, *args, **kwargs):
+        super().__init__(get_response, *args, **kwargs)
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest):
+        if self.is_async:
+            return self._acall(request)
+        return super().__call__(request)
+
+    async def _acall(self, request: HttpRequest):
+        if request.path_info.startswith(self.static_prefix):
+            static_file = self.find_file(request.path_info) if self.autorefresh else self.files.get(request.path_info)
+            if static_file is not None:
+                return self.serve(static_file, request)
+        return await self.get_response(request)
