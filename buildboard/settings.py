@@ -128,6 +128,16 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600, "global_keyprefix
 CELERY_BEAT_SCHEDULE: dict = {}
 CELERY_BEAT_SCHEDULE_FILENAME = os.getenv("CELERY_BEAT_SCHEDULE_FILENAME", str(BASE_DIR / ".celerybeat-schedule"))
 
+# Status page (incidents/). Pages are cached until something public changes, and at most this long
+# (relative times and today's uptime bar move on by themselves).
+STATUS_PAGE_ID = os.getenv("STATUS_PAGE_ID", "buildboard00")  # the `page.id` Statuspage clients see
+STATUS_PAGE_CACHE_SECONDS = envint("STATUS_PAGE_CACHE_SECONDS", 60)
+CELERY_BEAT_SCHEDULE["status-maintenance-transitions"] = {
+    "task": "incidents.tasks.transition_maintenance",
+    "schedule": 60.0,
+    "options": {"expires": 60.0},
+}
+
 # Worker API limits.
 LOG_PART_MAX_BYTES = envint("LOG_PART_MAX_BYTES", 1024 * 1024)
 LOG_MAX_BYTES = envint("LOG_MAX_BYTES", 16 * 1024 * 1024)

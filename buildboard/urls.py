@@ -7,5 +7,6 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("status/", include("incidents.urls")),
+    path("api/v2/", include("incidents.api_urls")),
     path("", include("jobs.urls")),
 ]

@@ -4,3 +4,8 @@ from django.apps import AppConfig
 class IncidentsConfig(AppConfig):
     name = "incidents"
     verbose_name = "Status page and incidents"
+
+    def ready(self) -> None:
+        from . import live
+
+        live.connect_signals()

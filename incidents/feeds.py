@@ -1,0 +1,57 @@
+"""Atom and RSS feeds of the incident history: one entry per published incident, with its latest update."""
+
+from django.conf import settings
+from django.contrib.syndication.views import Feed
+from django.utils.feedgenerator import Atom1Feed
+
+from . import api
+from .markdown import render_markdown
+from .models import Incident
+
+FEED_ITEMS = 50
+
+
+class HistoryRssFeed(Feed):
+    description_template = None
+
+    def title(self) -> str:
+        return f"{settings.SITE_NAME} status - incident history"
+
+    def link(self) -> str:
+        return "/status/"
+
+    def description(self) -> str:
+        return f"Incidents and their latest updates on the {settings.SITE_NAME} status page."
+
+    def items(self) -> list[Incident]:
+        return list(api.public_incidents().order_by("-updated_at", "-id")[:FEED_ITEMS])
+
+    def item_title(self, item: Incident) -> str:
+        return item.name
+
+    def item_description(self, item: Incident) -> str:
+        latest = item.updates.all()[0] if item.updates.all() else None
+        if latest is None:
+            return ""
+        return f"<p><strong>{latest.get_status_display()}</strong></p>" + render_markdown(latest.body)
+
+    def item_link(self, item: Incident) -> str:
+        return item.get_absolute_url()
+
+    def item_guid(self, item: Incident) -> str:
+        return item.shortlink
+
+    item_guid_is_permalink = True
+
+    def item_pubdate(self, item: Incident):
+        return item.started_at
+
+    def item_updateddate(self, item: Incident):
+        return item.updated_at
+
+
+class HistoryAtomFeed(HistoryRssFeed):
+    feed_type = Atom1Feed
+
+    def subtitle(self) -> str:
+        return self.description()

@@ -1,0 +1,65 @@
+"""Cache and doorbell of the public status page.
+
+Any save of a public object bumps StatusPageState in the same transaction (signals below), so pages
+cached under the old sequence are never served again once it commits; after the commit a frame
+carrying the new sequence goes to the status page's websocket group."""
+
+import logging
+from collections.abc import Callable
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models.signals import m2m_changed, post_delete, post_save
+
+from .models import (
+    Component,
+    ComponentGroup,
+    Incident,
+    IncidentUpdate,
+    Maintenance,
+    MaintenanceUpdate,
+    Postmortem,
+    StatusPageState,
+)
+
+log = logging.getLogger(__name__)
+
+GROUP = "status-page"
+PUBLIC_MODELS = (ComponentGroup, Component, Incident, IncidentUpdate, Postmortem, Maintenance, MaintenanceUpdate)
+
+
+def status_changed(**kwargs) -> None:
+    StatusPageState.bump()
+    transaction.on_commit(announce)
+
+
+def announce() -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(GROUP, {"type": "status.changed", "seq": StatusPageState.current().seq})
+    except Exception:  # a lost doorbell is tolerated: clients also poll, and the data is committed
+        log.exception("status page announcement failed")
+
+
+def connect_signals() -> None:
+    for model in PUBLIC_MODELS:
+        post_save.connect(status_changed, sender=model, dispatch_uid=f"status-save-{model.__name__}")
+        post_delete.connect(status_changed, sender=model, dispatch_uid=f"status-delete-{model.__name__}")
+    for through in (Incident.components.through, Maintenance.components.through):
+        m2m_changed.connect(status_changed, sender=through, dispatch_uid=f"status-m2m-{through.__name__}")
+
+
+def cached(name: str, build: Callable[[], str | bytes]) -> tuple[str | bytes, StatusPageState]:
+    """`build()`'s result for the current state of the page, from the cache when it has it."""
+    state = StatusPageState.current()
+    key = f"incidents:{name}:{state.key}"
+    value = cache.get(key)
+    if value is None:
+        value = build()
+        cache.set(key, value, settings.STATUS_PAGE_CACHE_SECONDS)
+    return value, state

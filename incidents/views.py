@@ -1,0 +1,204 @@
+"""Public pages: the status page, incident and maintenance pages, history by month, subscriptions.
+
+The status and incident pages are rendered once per StatusPageState sequence and served from the
+cache until something public changes (see live.py); anonymous visitors get the whole page cached,
+signed-in ones a fresh frame around the cached body (the navigation differs per user)."""
+
+from datetime import UTC, date, datetime, timedelta
+
+from django.db.models import Q
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.template.loader import render_to_string
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_http_methods
+
+from . import api, live, services, tasks
+from .forms import SubscribeForm
+from .models import RESOLVED_STATES, Component, ComponentStatus, Incident, MaintenanceStatus, StatusPageState
+from .uptime import uptime_for
+
+RECENT_DAYS = 14
+BANNERS = {
+    "none": "All systems operational",
+    "minor": "Minor service disruption",
+    "major": "Partial system outage",
+    "critical": "Major system outage",
+    "maintenance": "Maintenance in progress",
+}
+
+
+def _groups(components: list[Component]) -> list[dict]:
+    """Consecutive components of one group together, in page order; hidden ones left out."""
+    groups: list[dict] = []
+    for c in components:
+        if not c.is_visible:
+            continue
+        if groups and c.group_id and groups[-1]["group"] and groups[-1]["group"].pk == c.group_id:
+            groups[-1]["components"].append(c)
+        else:
+            groups.append({"group": c.group, "components": [c]})
+    for g in groups:
+        statuses = [c.status for c in g["components"]]
+        g["status"] = max(statuses, key=lambda s: api.SEVERITY[ComponentStatus(s)])
+    return groups
+
+
+def _status_context(state: StatusPageState) -> dict:
+    now = timezone.now()
+    components = api.all_components()
+    window_start = now - timedelta(days=90)
+    incidents = list(api.public_incidents().filter(
+        Q(started_at__gte=window_start - timedelta(days=1)) | ~Q(status__in=RESOLVED_STATES)))
+    unresolved = [i for i in incidents if not i.is_resolved]
+    uptime = uptime_for(components, incidents, now=now)
+    for c in components:
+        c.uptime = uptime[c.pk]
+    indicator = api.overall_indicator(components, unresolved)
+    today = now.astimezone(UTC).date()
+    recent = []
+    for offset in range(RECENT_DAYS):
+        day = today - timedelta(days=offset)
+        recent.append({"date": day, "incidents": [i for i in incidents
+                                                  if i.started_at.astimezone(UTC).date() == day]})
+    return {
+        "state": state,
+        "indicator": indicator,
+        "banner": BANNERS[indicator],
+        "groups": _groups(components),
+        "unresolved": sorted(unresolved, key=lambda i: i.started_at, reverse=True),
+        "active_maintenances": list(api.active_maintenances()),
+        "upcoming_maintenances": list(api.upcoming_maintenances()),
+        "recent": recent,
+        "now": now,
+    }
+
+
+def _page(request: HttpRequest, name: str, body_template: str, page_template: str, build_context,
+          fragment_url: str) -> HttpResponse:
+    def body() -> str:
+        ctx = build_context(live_state)
+        return render_to_string(body_template, ctx)
+
+    live_state = StatusPageState.current()
+    html, state = live.cached(f"body:{name}", body)
+    if request.GET.get("fragment"):
+        response = HttpResponse(html)
+        response["X-Status-Seq"] = str(state.seq)
+        return response
+    ctx = {"body": html, "state": state, "fragment_url": fragment_url}
+    if request.user.is_authenticated:
+        return render(request, page_template, ctx)
+    page, _ = live.cached(f"page:{name}", lambda: render_to_string(page_template, ctx))
+    return HttpResponse(page)
+
+
+@require_GET
+def status_page(request: HttpRequest) -> HttpResponse:
+    return _page(request, "status", "incidents/_status_body.html", "incidents/status.html", _status_context,
+                 request.path)
+
+
+@require_GET
+def status_seq(request: HttpRequest) -> JsonResponse:
+    """What the polling fallback asks: has anything changed since the sequence I show?"""
+    response = JsonResponse({"seq": StatusPageState.current().seq})
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _public_incident(code: str) -> Incident:
+    incident = api.public_incidents().select_related("postmortem").filter(code=code).first()
+    if incident is None:
+        raise Http404("No such incident")
+    return incident
+
+
+@require_GET
+def incident_detail(request: HttpRequest, code: str) -> HttpResponse:
+    incident = _public_incident(code)  # 404 before anything is cached for an unknown code
+
+    def context(state: StatusPageState) -> dict:
+        return {"incident": _public_incident(code), "state": state, "now": timezone.now()}
+
+    return _page(request, f"incident:{incident.code}", "incidents/_incident_body.html", "incidents/incident.html",
+                 context, request.path)
+
+
+@require_GET
+def maintenance_detail(request: HttpRequest, code: str) -> HttpResponse:
+    maintenance = api.maintenances().filter(code=code).first()
+    if maintenance is None:
+        raise Http404("No such maintenance")
+    return render(request, "incidents/maintenance.html", {"maintenance": maintenance, "now": timezone.now()})
+
+
+def _month(value: str) -> date:
+    try:
+        return datetime.strptime(value, "%Y-%m").date()
+    except ValueError:
+        raise Http404("Months look like 2017-02") from None
+
+
+@require_GET
+def history(request: HttpRequest) -> HttpResponse:
+    """Incidents and maintenance by month, newest month first, three months a page."""
+    now = timezone.now().astimezone(UTC)
+    first = _month(request.GET["month"]) if request.GET.get("month") else now.date().replace(day=1)
+    months = []
+    for back in range(3):
+        year, month = divmod(first.year * 12 + first.month - 1 - back, 12)
+        start = datetime(year, month + 1, 1, tzinfo=UTC)
+        ny, nm = divmod(year * 12 + month + 1, 12)
+        end = datetime(ny, nm + 1, 1, tzinfo=UTC)
+        months.append({
+            "start": start,
+            "incidents": list(api.public_incidents().filter(started_at__gte=start, started_at__lt=end)),
+            "maintenances": list(api.maintenances().filter(scheduled_for__gte=start, scheduled_for__lt=end,
+                                                           status=MaintenanceStatus.COMPLETED)),
+        })
+    older = months[-1]["start"] - timedelta(days=1)
+    ny, nm = divmod(first.year * 12 + first.month - 1 + 3, 12)
+    newer_start = datetime(ny, nm + 1, 1, tzinfo=UTC)
+    ctx = {
+        "months": months,
+        "older": older.strftime("%Y-%m"),
+        "newer": newer_start.strftime("%Y-%m") if newer_start <= now else None,
+        "now": now,
+    }
+    return render(request, "incidents/history.html", ctx)
+
+
+@require_http_methods(["GET", "POST"])
+def subscribe(request: HttpRequest) -> HttpResponse:
+    form = SubscribeForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        services.subscriber_subscribe_email(email=form.cleaned_data["email"],
+                                            components=list(form.cleaned_data["components"]))
+        return render(request, "incidents/subscribe_sent.html", {"email": form.cleaned_data["email"]})
+    return render(request, "incidents/subscribe.html", {"form": form}, status=400 if form.errors else 200)
+
+
+@require_http_methods(["GET", "POST"])
+def confirm(request: HttpRequest, token: str) -> HttpResponse:
+    """GET shows a button and POST confirms, so mail scanners that follow links confirm nothing."""
+    subscriber = tasks.subscriber_from_token(token, salt=tasks.CONFIRM_SALT, max_age=tasks.CONFIRM_MAX_AGE)
+    if subscriber is None:
+        return render(request, "incidents/token_invalid.html", status=400)
+    if request.method == "POST":
+        services.subscriber_confirm(subscriber=subscriber)
+        return render(request, "incidents/confirmed.html", {"subscriber": subscriber})
+    return render(request, "incidents/confirm.html", {"subscriber": subscriber})
+
+
+@csrf_exempt  # the signed token authorizes it, and mail clients' one-click unsubscribe POSTs without a CSRF token
+@require_http_methods(["GET", "POST"])
+def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
+    subscriber = tasks.subscriber_from_token(token, salt=tasks.UNSUBSCRIBE_SALT)
+    if subscriber is None:
+        return render(request, "incidents/token_invalid.html", status=400)
+    if request.method == "POST":
+        services.subscriber_unsubscribe(subscriber=subscriber)
+        return render(request, "incidents/unsubscribed.html", {"subscriber": subscriber})
+    return render(request, "incidents/unsubscribe.html", {"subscriber": subscriber})
