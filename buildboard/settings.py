@@ -125,7 +125,10 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = envint("CELERY_PREFETCH", 8)
 CELERY_TASK_DEFAULT_QUEUE = f"{CHANNEL_PREFIX}-default"
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600, "global_keyprefix": f"{CHANNEL_PREFIX}:"}
-CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_BEAT_SCHEDULE: dict = {
+    # Log parts whose flush task died with its worker are rescheduled (jobs/ingest.py).
+    "log-buffer-sweep": {"task": "jobs.tasks.sweep_log_buffers", "schedule": 60.0, "options": {"expires": 60.0}},
+}
 CELERY_BEAT_SCHEDULE_FILENAME = os.getenv("CELERY_BEAT_SCHEDULE_FILENAME", str(BASE_DIR / ".celerybeat-schedule"))
 
 # Status page (incidents/). Pages are cached until something public changes, and at most this long

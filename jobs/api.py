@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 from buildboard.lib.jsonapi import ApiError, api_view, field, integer, json_body, respond, text, timestamp
 from buildboard.lib.publish import enqueue
 
-from . import events, services, tasks
+from . import events, ingest, services, tasks
 from .models import ApiToken, Job, create_build
 from .openapi import OPENAPI
 from .states import parse_state
@@ -156,7 +156,7 @@ def job_log_append(request: HttpRequest, job_id: int) -> HttpResponse:
         raise ApiError(400, "'parts' must list at least one part")
     if len(raw_parts) > MAX_PARTS_PER_REQUEST:
         raise ApiError(400, f"at most {MAX_PARTS_PER_REQUEST} parts per request")
-    parts, incoming = [], 0
+    sizes = []
     for i, raw in enumerate(raw_parts):
         where = f"parts[{i}]."
         if not isinstance(raw, dict):
@@ -166,24 +166,21 @@ def job_log_append(request: HttpRequest, job_id: int) -> HttpResponse:
         if size > settings.LOG_PART_MAX_BYTES:
             raise ApiError(413, f"part {raw.get('number')} is {size} bytes; the limit is "
                                 f"{settings.LOG_PART_MAX_BYTES} bytes per part")
-        part = {"number": integer(raw, "number", minimum=0, maximum=2**31 - 1, where=where), "content": content}
-        if field(raw, "final", bool, False, where):
-            part["final"] = True
-        parts.append(part)
-        incoming += size
+        integer(raw, "number", minimum=0, maximum=2**31 - 1, where=where)
+        field(raw, "final", bool, False, where)
+        sizes.append(size)
     # The task enforces the cap exactly; this early check refuses what is certainly over it.
-    accepted, room = [], settings.LOG_MAX_BYTES - job.log_bytes
-    for part in sorted(parts, key=lambda p: p["number"]):
-        size = len(part["content"].encode())
+    refused, room = 0, settings.LOG_MAX_BYTES - job.log_bytes
+    for size in sizes:
         if job.log_truncated or size > room:
-            break
-        accepted.append(part)
+            refused += 1
         room -= size
-    refused = len(parts) - len(accepted)
-    # The whole batch goes to the task even when some is refused: it stores what fits and marks
-    # the log as truncated, so the stored log ends with a visible marker.
+    # The whole batch goes on even when some is refused: the task stores what fits and marks the
+    # log as truncated, so the stored log ends with a visible marker.
     if not job.log_truncated:
-        enqueue(tasks.ingest_log_parts, job.pk, attempt, accepted if refused == 0 else parts)
+        token = ingest.buffer_parts(job.pk, attempt, request.body)
+        if token:
+            enqueue(tasks.flush_log_parts, job.pk, token)
     body = {"cancel": job.cancel_requested, "persisted_through": job.log_persisted_through}
     if refused:
         raise ApiError(413, f"the log exceeds the {settings.LOG_MAX_BYTES}-byte limit for a job; "

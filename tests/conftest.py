@@ -26,6 +26,17 @@ def eager_celery():
     celery_app.conf.task_always_eager = False
 
 
+@pytest.fixture(autouse=True)
+def empty_log_buffers():
+    """Job ids are reused between tests, so no test may leave buffered log parts behind in Redis."""
+    yield
+    from jobs import ingest
+
+    r = ingest._redis()
+    for key in r.scan_iter(match=f"{settings.CHANNEL_PREFIX}:logbuf*", count=500):
+        r.delete(key)
+
+
 @pytest.fixture
 def alice(django_user_model):
     return django_user_model.objects.create_user("alice", "alice@example.com", "alice-password", is_staff=True)
