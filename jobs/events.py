@@ -85,6 +85,7 @@ def build_state_frame(build) -> dict:
         # Consumers of the all-builds group filter on this, so anonymous viewers never see private work.
         "private": build.repository.private,
         "branch": build.branch,
+        "commit": build.commit,
         "number": build.number,
         "seq": build.seq,
         "state": build.state,

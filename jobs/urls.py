@@ -6,7 +6,10 @@ urlpatterns = [
     path("", views.home, name="jobs-home"),
     path("builds/<int:build_id>/", views.build_detail, name="jobs-build"),
     path("jobs/<int:job_id>/", views.job_detail, name="jobs-detail"),
+    path("builds/<int:build_id>/row", views.build_row, name="jobs-build-row"),
     path("jobs/<int:job_id>/log.txt", api.job_log_txt, name="jobs-log-txt"),
+    path("jobs/<int:job_id>/cancel", views.job_cancel, name="jobs-cancel"),
+    path("jobs/<int:job_id>/restart", views.job_restart, name="jobs-restart"),
     path("api/v1/openapi.json", api.openapi, name="api-openapi"),
     path("api/v1/builds", api.builds_create, name="api-builds-create"),
     path("api/v1/jobs/<int:job_id>", api.job_detail, name="api-job-detail"),
@@ -14,5 +17,6 @@ urlpatterns = [
     path("api/v1/jobs/<int:job_id>/log", api.job_log_dispatch, name="api-job-log"),
     path("api/v1/jobs/<int:job_id>/restart", api.job_restart, name="api-job-restart"),
     path("api/v1/jobs/<int:job_id>/cancel", api.job_cancel, name="api-job-cancel"),
+    path("<str:owner>/<str:name>.svg", views.badge, name="jobs-badge"),
     path("<str:owner>/<str:name>/", views.repository_detail, name="jobs-repository"),
 ]

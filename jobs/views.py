@@ -1,9 +1,19 @@
-"""Pages for people: recent builds, a repository's builds, a build's jobs, a job and its log."""
+"""Pages for people: recent builds, a repository's builds, a build's jobs, a job and its log, badges.
 
+Pages render the current state from the database; static/js then keeps them live over websockets."""
+
+from django.core.exceptions import PermissionDenied
+from django.db.models import Max
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
 
+from . import services
 from .models import Build, Job, Repository
+from .states import BuildState
+
+HISTORY_LENGTH = 50
+BRANCH_SUMMARY_LENGTH = 12
 
 
 def _get_build_for_user(request: HttpRequest, build_id: int) -> Build:
@@ -14,35 +24,144 @@ def _get_job_for_user(request: HttpRequest, job_id: int) -> Job:
     return get_object_or_404(Job.objects.visible_to(request.user).select_related("build__repository"), pk=job_id)
 
 
-def home(request: HttpRequest) -> HttpResponse:
-    builds = Build.objects.visible_to(request.user).select_related("repository")
-    filters = {k: request.GET.get(k, "").strip() for k in ("repository", "branch", "state")}
-    if filters["repository"] and "/" in filters["repository"]:
-        owner, name = filters["repository"].split("/", 1)
+def _get_repository_for_user(request: HttpRequest, owner: str, name: str) -> Repository:
+    repo = Repository.objects.visible_to(request.user).filter(owner=owner, name=name).first()
+    if repo is None:
+        raise Http404("No such repository")
+    return repo
+
+
+def _build_filters(request: HttpRequest) -> dict[str, str]:
+    return {k: request.GET.get(k, "").strip() for k in ("repository", "branch", "state")}
+
+
+def _filter_builds(builds, filters: dict[str, str]):
+    if filters["repository"]:
+        owner, _, name = filters["repository"].partition("/")
         builds = builds.filter(repository__owner=owner, repository__name=name)
     if filters["branch"]:
         builds = builds.filter(branch=filters["branch"])
     if filters["state"]:
         builds = builds.filter(state=filters["state"])
-    ctx = {"builds": builds[:50], "filters": filters}
+    return builds
+
+
+def _require_staff(request: HttpRequest) -> None:
+    if not (request.user.is_authenticated and request.user.is_staff):
+        raise PermissionDenied("Only staff can cancel or restart jobs.")
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    filters = _build_filters(request)
+    builds = _filter_builds(Build.objects.visible_to(request.user).select_related("repository"), filters)
+    ctx = {
+        "builds": builds[:HISTORY_LENGTH],
+        "filters": filters,
+        "states": BuildState.choices,
+        "repositories": Repository.objects.visible_to(request.user).only("owner", "name"),
+    }
     return render(request, "jobs/home.html", ctx)
 
 
+@require_GET
 def repository_detail(request: HttpRequest, owner: str, name: str) -> HttpResponse:
-    repo = Repository.objects.visible_to(request.user).filter(owner=owner, name=name).first()
-    if repo is None:
-        raise Http404("No such repository")
-    ctx = {"repository": repo, "builds": repo.builds.select_related("repository")[:50]}
+    repo = _get_repository_for_user(request, owner, name)
+    builds = repo.builds.select_related("repository")
+    latest = (repo.builds.values("branch").annotate(top=Max("number")).order_by("-top")[:BRANCH_SUMMARY_LENGTH])
+    tops = [row["top"] for row in latest]
+    branches = sorted(builds.filter(number__in=tops), key=lambda b: -b.number)
+    ctx = {
+        "repository": repo,
+        "builds": builds[:HISTORY_LENGTH],
+        "branches": branches,
+        "filters": {"repository": repo.slug, "branch": "", "state": ""},
+    }
     return render(request, "jobs/repository.html", ctx)
 
 
+@require_GET
 def build_detail(request: HttpRequest, build_id: int) -> HttpResponse:
     build = _get_build_for_user(request, build_id)
     ctx = {"build": build, "jobs": build.jobs.order_by("id")}
     return render(request, "jobs/build.html", ctx)
 
 
+@require_GET
+def build_row(request: HttpRequest, build_id: int) -> HttpResponse:
+    """One table row, for dashboards adding a new build live; 204 when it does not match the filters."""
+    build = _get_build_for_user(request, build_id)
+    if not _filter_builds(Build.objects.filter(pk=build.pk), _build_filters(request)).exists():
+        return HttpResponse(status=204)
+    return render(request, "jobs/_build_row.html", {"b": build})
+
+
+@require_GET
 def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
     job = _get_job_for_user(request, job_id)
-    ctx = {"job": job, "build": job.build, "log": job.log_text()}
+    ctx = {
+        "job": job,
+        "build": job.build,
+        "can_act": request.user.is_authenticated and request.user.is_staff,
+        "siblings": job.build.jobs.order_by("id").only("id", "number", "state", "cancel_requested"),
+    }
     return render(request, "jobs/job.html", ctx)
+
+
+@require_POST
+def job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = _get_job_for_user(request, job_id)
+    _require_staff(request)
+    services.job_cancel(job=job)  # already finished: nothing to cancel, the page shows the state
+    return redirect(job)
+
+
+@require_POST
+def job_restart(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = _get_job_for_user(request, job_id)
+    _require_staff(request)
+    services.job_restart(job=job)  # still running: the page shows it, with a cancel button instead
+    return redirect(job)
+
+
+# Badge words for build states, and their colours (shields.io's palette, readable on white and dark).
+BADGE_STATUS = {
+    BuildState.PASSED: ("passing", "#2e8540"),
+    BuildState.FAILED: ("failing", "#c9302c"),
+    BuildState.ERRORED: ("error", "#b35900"),
+    BuildState.CANCELED: ("canceled", "#6b7280"),
+    BuildState.CREATED: ("pending", "#a67c00"),
+    BuildState.RUNNING: ("pending", "#a67c00"),
+}
+BADGE_UNKNOWN = ("unknown", "#6b7280")
+BADGE_MAX_AGE = 60
+
+
+def _text_width(text: str) -> int:
+    """An estimate of Verdana 11px text width, close enough for badge boxes."""
+    return sum(7 if c in "mwMW" else 4 if c in "fijlrt.,:;' " else 6.5 for c in text).__ceil__() + 10
+
+
+@require_GET
+def badge(request: HttpRequest, owner: str, name: str) -> HttpResponse:
+    repo = _get_repository_for_user(request, owner, name)
+    builds = repo.builds.all()
+    if request.GET.get("branch"):
+        builds = builds.filter(branch=request.GET["branch"])
+    latest = builds.order_by("-number").only("state").first()
+    status, colour = BADGE_STATUS.get(latest.state, BADGE_UNKNOWN) if latest else BADGE_UNKNOWN
+    etag = f'"{status}"'
+    cache = f"public, max-age={BADGE_MAX_AGE}" if not repo.private else "private, no-store"
+    if request.headers.get("If-None-Match") == etag and not repo.private:
+        response = HttpResponse(status=304)
+    else:
+        label = "build"
+        ctx = {"label": label, "status": status, "colour": colour,
+               "label_width": _text_width(label), "status_width": _text_width(status)}
+        ctx["width"] = ctx["label_width"] + ctx["status_width"]
+        ctx["label_x"] = ctx["label_width"] / 2
+        ctx["status_x"] = ctx["label_width"] + ctx["status_width"] / 2
+        response = render(request, "jobs/badge.svg", ctx, content_type="image/svg+xml; charset=utf-8")
+    response["Cache-Control"] = cache
+    response["ETag"] = etag
+    return response
