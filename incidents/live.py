@@ -54,9 +54,10 @@ def connect_signals() -> None:
         m2m_changed.connect(status_changed, sender=through, dispatch_uid=f"status-m2m-{through.__name__}")
 
 
-def cached(name: str, build: Callable[[], str | bytes]) -> tuple[str | bytes, StatusPageState]:
-    """`build()`'s result for the current state of the page, from the cache when it has it."""
-    state = StatusPageState.current()
+def cached(name: str, build: Callable[[], str | bytes],
+           state: StatusPageState | None = None) -> tuple[str | bytes, StatusPageState]:
+    """`build()`'s result for the current (or given) state of the page, from the cache when it has it."""
+    state = state or StatusPageState.current()
     key = f"incidents:{name}:{state.key}"
     value = cache.get(key)
     if value is None:

@@ -143,7 +143,7 @@ class Component(models.Model):
     objects = ComponentQuerySet.as_manager()
 
     class Meta:
-        ordering = ["group__position", "position", "name"]
+        ordering = ["position", "name"]
 
     def __str__(self) -> str:
         return self.name

@@ -77,12 +77,8 @@ def _status_context(state: StatusPageState) -> dict:
 
 def _page(request: HttpRequest, name: str, body_template: str, page_template: str, build_context,
           fragment_url: str) -> HttpResponse:
-    def body() -> str:
-        ctx = build_context(live_state)
-        return render_to_string(body_template, ctx)
-
-    live_state = StatusPageState.current()
-    html, state = live.cached(f"body:{name}", body)
+    state = StatusPageState.current()
+    html, _ = live.cached(f"body:{name}", lambda: render_to_string(body_template, build_context(state)), state)
     if request.GET.get("fragment"):
         response = HttpResponse(html)
         response["X-Status-Seq"] = str(state.seq)
@@ -90,7 +86,7 @@ def _page(request: HttpRequest, name: str, body_template: str, page_template: st
     ctx = {"body": html, "state": state, "fragment_url": fragment_url}
     if request.user.is_authenticated:
         return render(request, page_template, ctx)
-    page, _ = live.cached(f"page:{name}", lambda: render_to_string(page_template, ctx))
+    page, _ = live.cached(f"page:{name}", lambda: render_to_string(page_template, ctx, request), state)
     return HttpResponse(page)
 
 
