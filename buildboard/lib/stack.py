@@ -77,7 +77,17 @@ def test(args: argparse.Namespace, extra: list[str]) -> int:
         redis.stop()
 
 
+def _interrupt_on_sigterm() -> None:
+    """`kill` (or a supervisor) stops everything we started, just like Ctrl-C does."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main() -> int:
+    _interrupt_on_sigterm()
     parser = argparse.ArgumentParser(prog="bb", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run", help="start web, Celery worker and beat, and a demo fleet")
