@@ -80,6 +80,27 @@ OPENAPI = {
                 },
             },
             "Ack": {"type": "object", "properties": {"cancel": {"type": "boolean"}}},
+            "HeartbeatIn": {
+                "type": "object",
+                "required": ["version", "queue", "pool_size", "busy", "state"],
+                "properties": {
+                    "version": {"type": "string", "minLength": 1, "maxLength": 64},
+                    "backend": {"type": "string", "maxLength": 64},
+                    "host": {"type": "string", "maxLength": 255},
+                    "queue": {"type": "string", "minLength": 1, "maxLength": 100},
+                    "pool_size": {"type": "integer", "minimum": 0, "maximum": 10000},
+                    "busy": {"type": "integer", "minimum": 0, "description": "At most pool_size."},
+                    "state": {"type": "string", "enum": ["starting", "in_service", "draining", "stopped"]},
+                    "errors": {"type": "array", "maxItems": 100, "items": {
+                        "type": "object", "required": ["at", "message"],
+                        "properties": {"at": {"type": "string", "format": "date-time"},
+                                       "message": {"type": "string", "minLength": 1, "maxLength": 4000}}}},
+                },
+            },
+            "HeartbeatOut": {"type": "object", "properties": {
+                "desired_version": {"type": ["string", "null"],
+                                    "description": "The version staff want this queue to run; null if none."},
+                "drain": {"type": "boolean", "description": "Finish running jobs, take no new ones, then stop."}}},
             "LogIn": {
                 "type": "object",
                 "required": ["parts"],
@@ -143,6 +164,17 @@ OPENAPI = {
         "/api/v1/jobs/{id}/cancel": {"post": {
             "summary": "Ask the worker to cancel a running job", "security": _AUTH, "parameters": [_JOB_ID],
             "responses": {"202": {"description": "Cancel requested"}, **_errors(401, 404, 409)},
+        }},
+        "/api/v1/workers/{name}/heartbeat": {"post": {
+            "summary": "A worker's heartbeat: what it runs and how it is doing; answers what staff want of it",
+            "description": "Send every 30 s or so; an instance silent for FLEET_HEARTBEAT_TIMEOUT seconds (90) "
+            "shows as silent and stops counting toward its queue's capacity. Errors are grouped by a signature "
+            "with numbers, hashes, ids and image tags stripped; resending an error (same time) counts it once.",
+            "security": _AUTH,
+            "parameters": [{"name": "name", "in": "path", "required": True,
+                            "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,254}$"}}],
+            "requestBody": {"required": True, **_json("HeartbeatIn")},
+            "responses": {"200": {"description": "Recorded", **_json("HeartbeatOut")}, **_errors(400, 401, 415)},
         }},
         "/jobs/{id}/log.txt": {"get": {
             "summary": "The raw log as text (?ansi=0 strips colour codes, ?download=1 as attachment)",

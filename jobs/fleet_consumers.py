@@ -1,0 +1,19 @@
+"""The fleet page's doorbell: staff only; frames say something changed and the page refetches its fragment."""
+
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from .fleet import FLEET_GROUP
+
+
+class FleetConsumer(AsyncJsonWebsocketConsumer):
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated or not user.is_staff:
+            await self.close(code=4403)
+            return
+        self.groups = [FLEET_GROUP]
+        await self.channel_layer.group_add(FLEET_GROUP, self.channel_name)
+        await self.accept()
+
+    async def fleet_changed(self, event: dict) -> None:
+        await self.send_json(event)

@@ -1,0 +1,196 @@
+"""Staff pages: the live fleet (rollout and drain controls) and alerts (history, evidence, thresholds)."""
+
+from collections.abc import Callable
+from functools import wraps
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from . import alerts, fleet
+from .models import Alert, AlertState, Worker
+
+MAX_CAPACITY = 1_000_000
+
+
+def staff_required(view: Callable) -> Callable:
+    """Anonymous visitors are sent to log in; logged-in non-staff get 403."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        if not request.user.is_staff:
+            raise PermissionDenied("Staff only")
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def _fleet_context(request: HttpRequest) -> dict:
+    now = timezone.now()
+    starting_minutes = alerts.rule_params(alerts.StuckStarting.kind)["starting_minutes"]
+    return {
+        "now": now,
+        "queues": fleet.fleet_overview(now=now, starting_minutes=starting_minutes),
+        "open_alerts": Alert.objects.open().order_by("-fired_at")[:20],
+        "heartbeat_timeout": settings.FLEET_HEARTBEAT_TIMEOUT,
+        "starting_minutes": starting_minutes,
+    }
+
+
+@require_GET
+@staff_required
+def fleet_page(request: HttpRequest) -> HttpResponse:
+    return render(request, "jobs/fleet.html", _fleet_context(request))
+
+
+@require_GET
+@staff_required
+def fleet_fragment(request: HttpRequest) -> HttpResponse:
+    """The live part of the fleet page, refetched by static/js/fleet.js when the doorbell rings."""
+    return render(request, "jobs/fleet_live.html", _fleet_context(request))
+
+
+def _clean_queue_settings(post) -> tuple[dict, list[str]]:
+    changes, errors = {}, []
+    version = post.get("desired_version", "").strip()
+    if len(version) > 64:
+        errors.append("The desired version may be at most 64 characters.")
+    changes["desired_version"] = version
+    raw = post.get("expected_capacity", "").strip() or "0"
+    try:
+        capacity = int(raw)
+        if not 0 <= capacity <= MAX_CAPACITY:
+            raise ValueError
+        changes["expected_capacity"] = capacity
+    except ValueError:
+        errors.append(f"Expected capacity must be a whole number from 0 to {MAX_CAPACITY}.")
+    return changes, errors
+
+
+@require_POST
+@staff_required
+def fleet_queue_action(request: HttpRequest) -> HttpResponse:
+    queue = request.POST.get("queue", "").strip()
+    action = request.POST.get("action", "")
+    if not queue or len(queue) > 100:
+        messages.error(request, "Name a queue of at most 100 characters.")
+        return redirect("fleet")
+    if action == "settings":
+        changes, errors = _clean_queue_settings(request.POST)
+        for error in errors:
+            messages.error(request, error)
+        if not errors:
+            fleet.queue_settings_update(queue=queue, user=request.user, **changes)
+            wanted = changes["desired_version"] or "no particular version"
+            messages.success(request, f"{queue}: desired version {wanted}, expected capacity "
+                                      f"{changes['expected_capacity'] or 'not set'}.")
+    elif action in ("drain", "undrain"):
+        fleet.queue_settings_update(queue=queue, user=request.user, drain=action == "drain")
+        messages.success(request, f"{queue}: {'draining every instance' if action == 'drain' else 'drain lifted'}.")
+    elif action == "drain_others":
+        count = fleet.queue_drain_other_versions(queue=queue)
+        messages.success(request, f"{queue}: asked {count} instance(s) not on the desired version to drain.")
+    else:
+        messages.error(request, "Unknown action.")
+    return redirect("fleet")
+
+
+@require_POST
+@staff_required
+def fleet_worker_drain(request: HttpRequest) -> HttpResponse:
+    worker = get_object_or_404(Worker, name=request.POST.get("worker", ""))
+    drain = request.POST.get("drain") == "1"
+    fleet.worker_drain_set(worker=worker, drain=drain)
+    messages.success(request, f"{worker.name}: {'asked to drain' if drain else 'drain lifted'}.")
+    return redirect("fleet")
+
+
+@require_GET
+@staff_required
+def alerts_page(request: HttpRequest) -> HttpResponse:
+    history = Alert.objects.all()
+    state, rule = request.GET.get("state", ""), request.GET.get("rule", "")
+    if state in AlertState.values:
+        history = history.filter(state=state)
+    if rule in alerts.RULES:
+        history = history.filter(rule=rule)
+    page = Paginator(history.order_by("-fired_at", "-id"), 50).get_page(request.GET.get("page"))
+    ctx = {"open_alerts": Alert.objects.open().order_by("-fired_at"), "page": page, "rules": alerts.RULES,
+           "states": AlertState.values, "filters": {"state": state, "rule": rule}}
+    return render(request, "jobs/alerts.html", ctx)
+
+
+def _evidence_sections(evidence: dict) -> dict:
+    """Split evidence JSON into plain facts, tables (lists of objects) and small mappings for display."""
+    facts, tables, mappings = [], [], []
+    for key, value in evidence.items():
+        label = key.replace("_", " ")
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            columns = list(dict.fromkeys(k for row in value for k in row))
+            tables.append({"label": label, "columns": columns,
+                           "rows": [[(c, row.get(c)) for c in columns] for row in value]})
+        elif isinstance(value, dict):
+            mappings.append({"label": label, "items": list(value.items())})
+        else:
+            facts.append((label, ", ".join(map(str, value)) if isinstance(value, list) else value))
+    return {"facts": facts, "tables": tables, "mappings": mappings}
+
+
+@require_GET
+@staff_required
+def alert_detail(request: HttpRequest, alert_id: int) -> HttpResponse:
+    alert = get_object_or_404(Alert, pk=alert_id)
+    rule = alerts.RULES.get(alert.rule)
+    ctx = {"alert": alert, "rule": rule, "evidence": _evidence_sections(alert.evidence),
+           "earlier": Alert.objects.filter(rule=alert.rule, subject=alert.subject).exclude(pk=alert.pk)[:10]}
+    return render(request, "jobs/alert_detail.html", ctx)
+
+
+@require_POST
+@staff_required
+def alert_acknowledge(request: HttpRequest, alert_id: int) -> HttpResponse:
+    alert = get_object_or_404(Alert, pk=alert_id)
+    if alerts.alert_acknowledge(alert=alert, user=request.user):
+        messages.success(request, "Acknowledged.")
+    else:
+        messages.error(request, f"This alert is {alert.state}; only a firing alert can be acknowledged.")
+    return redirect("alerts" if request.POST.get("back") == "list" else alert)
+
+
+@require_POST
+@staff_required
+def alert_incident(request: HttpRequest, alert_id: int) -> HttpResponse:
+    alert = get_object_or_404(Alert, pk=alert_id)
+    return redirect(alerts.alert_draft_incident(alert=alert, user=request.user))
+
+
+@staff_required
+def alert_rules(request: HttpRequest) -> HttpResponse:
+    rows = alerts.rule_rows()
+    errors: dict[str, list[str]] = {}
+    if request.method == "POST":
+        kind = request.POST.get("kind", "")
+        if kind not in alerts.RULES:
+            messages.error(request, "Unknown rule.")
+            return redirect("alerts-rules")
+        errors[kind] = alerts.alert_rule_update(kind=kind, enabled=request.POST.get("enabled") == "on",
+                                                raw=request.POST, user=request.user)
+        if not errors[kind]:
+            messages.success(request, f"Saved thresholds of “{alerts.RULES[kind].label}”.")
+            return redirect("alerts-rules")
+    rules = []
+    for kind, rule in alerts.RULES.items():
+        values = alerts.rule_params(kind, rows[kind])
+        if kind in errors and errors[kind]:  # show what was typed next to the error
+            values = {p.name: request.POST.get(p.name, "") for p in rule.all_params()}
+        rules.append({"rule": rule, "row": rows[kind], "errors": errors.get(kind, []),
+                      "params": [(p, values[p.name]) for p in rule.all_params()]})
+    return render(request, "jobs/alert_rules.html", {"rules": rules}, status=400 if any(errors.values()) else 200)

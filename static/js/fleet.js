@@ -1,0 +1,76 @@
+// The fleet page stays live: a staff-only websocket rings when something changed and the page refetches
+// its server-rendered fragment. Frames may be dropped (channels_redis drops on full channels), so the
+// fragment is also refetched after every reconnect and every 15 s — silence and "stuck starting" are
+// conditions that arise from time passing, with no event at all.
+
+const root = document.getElementById("fleet-live");
+const dot = document.getElementById("fleet-live-dot");
+const PERIODIC_MS = 15000;
+const DEBOUNCE_MS = 400;
+
+let timer = null;
+let inflight = false;
+let pending = false;
+
+function editing() {
+  const el = document.activeElement;
+  return el && root.contains(el) && ["INPUT", "SELECT", "TEXTAREA"].includes(el.tagName);
+}
+
+function schedule(delay = DEBOUNCE_MS) {
+  if (timer) return;
+  timer = setTimeout(() => { timer = null; refresh(); }, delay);
+}
+
+async function refresh() {
+  // Never swap the DOM under someone typing a version or capacity; catch up when they leave the field.
+  if (inflight || editing()) { pending = true; return; }
+  inflight = true;
+  try {
+    const response = await fetch(root.dataset.fragmentUrl, { credentials: "same-origin" });
+    if (response.redirected || response.status === 403) {
+      window.location.reload();  // logged out or no longer staff: let the server decide what to show
+      return;
+    }
+    if (!response.ok) return;
+    const html = await response.text();
+    if (editing()) { pending = true; return; }
+    const open = [...root.querySelectorAll("details[open][data-key]")].map((d) => d.dataset.key);
+    root.innerHTML = html;  // rendered by Django templates, so already escaped
+    for (const key of open) {
+      const el = root.querySelector(`details[data-key="${CSS.escape(key)}"]`);
+      if (el) el.open = true;
+    }
+    root.dataset.refreshedAt = String(Date.now());
+  } catch (err) {
+    // Network hiccup: the next doorbell or periodic refresh tries again.
+  } finally {
+    inflight = false;
+    if (pending && !editing()) { pending = false; schedule(); }
+  }
+}
+
+root.addEventListener("focusout", () => {
+  if (pending) { pending = false; schedule(); }
+});
+
+function connect(attempt = 0) {
+  const scheme = window.location.protocol === "https:" ? "wss" : "ws";
+  const socket = new WebSocket(`${scheme}://${window.location.host}${root.dataset.wsPath}`);
+  socket.addEventListener("open", () => {
+    attempt = 0;
+    dot.classList.add("on");
+    schedule();  // anything may have changed while we were disconnected
+  });
+  socket.addEventListener("message", () => schedule());
+  socket.addEventListener("close", () => {
+    dot.classList.remove("on");
+    const delay = Math.min(30000, 1000 * 2 ** attempt) * (0.5 + Math.random());
+    setTimeout(() => connect(attempt + 1), delay);
+  });
+}
+
+if (root) {
+  connect();
+  setInterval(() => schedule(0), PERIODIC_MS);
+}
