@@ -52,3 +52,18 @@ def test_report_travels_from_http_through_celery_to_database_and_channel_layer(l
         assert [f["state"] for f in frames if f["type"] == "job.state"][0] == "started"
         seqs = [f["seq"] for f in frames if f["type"] == "job.state"]
         assert seqs == sorted(seqs)
+
+
+def test_demo_fleet_reports_whole_builds_through_the_api(live_system, token):
+    from jobs.models import Build
+    from jobs.simulator import Fleet
+
+    Fleet(live_system, token, rate=600, workers=4, seed=7, line_delay=0.001).run(builds=2)
+    builds = wait_until(lambda: list(Build.objects.filter(state__in=["passed", "failed", "errored"]))
+                        if Build.objects.exclude(state__in=["passed", "failed", "errored"]).count() == 0
+                        and Build.objects.count() == 2 else None)
+    job = builds[0].jobs.first()
+    wait_until(lambda: Job.objects.get(pk=job.pk).log_complete)
+    log = httpx.get(f"{live_system}/jobs/{job.pk}/log.txt").text
+    assert "travis_fold:start:" in log and "travis_time:end:" in log and "\x1b[" in log
+    assert log.rstrip().endswith(f"Done. Your build exited with {Job.objects.get(pk=job.pk).exit_code}.")
