@@ -82,7 +82,9 @@ def database_url() -> str:
 
 
 def subprocess_env(**extra: str) -> dict:
-    return {**os.environ, "DATABASE_URL": database_url(), "PYTHONUNBUFFERED": "1", **extra}
+    env = {**os.environ, "DATABASE_URL": database_url(), "PYTHONUNBUFFERED": "1", **extra}
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # only for this process's Playwright loop, see browser()
+    return env
 
 
 def free_port() -> int:
@@ -151,6 +153,9 @@ def browser():
     """Debian's Chromium driven by Playwright (playwright's own browser download is unavailable here)."""
     from playwright.sync_api import sync_playwright
 
+    # Playwright's sync API runs an event loop in this thread, which Django's async-safety check
+    # mistakes for async code calling the ORM; tests and fixtures here are plain synchronous code.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM,
                               args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])

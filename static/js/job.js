@@ -67,6 +67,7 @@ function onState(frame) {
 
 function onStatus(status) {
   showLive(status);
+  section.dataset.status = status;
   statusEl.textContent = status === "live" ? "" : status;
 }
 
