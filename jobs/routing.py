@@ -4,8 +4,6 @@ from . import consumers, fleet_consumers
 
 websocket_urlpatterns = [
     path("ws/jobs/<int:job_id>/", consumers.JobConsumer.as_asgi()),
-    path("ws/builds/", consumers.BuildsConsumer.as_asgi()),
-    path("ws/builds/<int:build_id>/", consumers.BuildConsumer.as_asgi()),
     path("ws/fleet/", fleet_consumers.FleetConsumer.as_asgi()),
     path("ws/builds/", consumers.BuildsConsumer.as_asgi()),
     path("ws/builds/<int:build_id>/", consumers.BuildConsumer.as_asgi()),
