@@ -1,13 +1,21 @@
-"""A demo fleet: simulated workers that run fake builds and report them through the HTTP API only."""
+"""A demo fleet: simulated workers that run fake builds and report them through the HTTP API only.
+
+The workers also send heartbeats and follow what staff set on the fleet page: a desired version is rolled
+out one instance at a time, a drain is honoured. With `problem_every` set, the fleet now and then shows
+one of the failures the alerts are there to catch (see PROBLEMS), then recovers on its own."""
 
 import itertools
 import queue
 import random
 import threading
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import httpx
+
+from .fleet_sim import IMAGE_PULL_ERROR
 
 REPOSITORIES = {
     "acme/rocket": ["python: 3.10", "python: 3.11", "python: 3.12"],
@@ -66,12 +74,30 @@ class SimulatedWorker:
     name: str
     version: str
     queue: str
+    state: str = "in_service"
+    state_since: float = field(default_factory=time.monotonic)
+    busy: bool = False
+    mislabels: bool = False  # reports some exit-0 jobs as failed, like the 2017 worker v2.6.2
+    silent_until: float = 0.0
+    errors: list[dict] = field(default_factory=list)
+
+    def become(self, state: str) -> None:
+        self.state, self.state_since = state, time.monotonic()
+
+
+# The demo's problems: (name, how long it lasts in seconds).
+PROBLEMS = [("mislabeled-jobs", 300), ("missing-image", 720), ("silent-instance", 180)]
 
 
 class Fleet:
     def __init__(self, url: str, token: str, rate: float = 6.0, workers: int = 4, seed: int | None = None,
-                 line_delay: float = 0.05):
+                 line_delay: float = 0.05, heartbeat_interval: float = 15.0, boot_seconds: float = 20.0,
+                 problem_every: float = 0.0):
         self.url, self.rate, self.line_delay = url.rstrip("/"), rate, line_delay
+        self.heartbeat_interval, self.boot_seconds = heartbeat_interval, boot_seconds
+        self.problem_every = problem_every  # seconds between demo problems; 0: none
+        self.missing_images: set[str] = set()
+        self.lock = threading.Lock()
         self.headers = {"Authorization": f"Bearer {token}"}
         self.rng = random.Random(seed)
         self.workers = [SimulatedWorker(f"demo-worker-{i}", "v2.5.0", "builds.linux") for i in range(workers)]
@@ -100,6 +126,13 @@ class Fleet:
             self.jobs.put((job["id"], config))
 
     def run_job(self, client: httpx.Client, worker: SimulatedWorker, job_id: int, config: str) -> None:
+        worker.busy = True
+        try:
+            self._run_job(client, worker, job_id, config)
+        finally:
+            worker.busy = False
+
+    def _run_job(self, client: httpx.Client, worker: SimulatedWorker, job_id: int, config: str) -> None:
         outcome = self.rng.choices(["passed", "failed", "errored"], weights=[80, 15, 5])[0]
         who = {"worker": worker.name, "worker_version": worker.version}
         self.post(client, f"/api/v1/jobs/{job_id}/state", {"state": "received", **who})
@@ -117,11 +150,16 @@ class Fleet:
                     break
                 time.sleep(self.line_delay * self.rng.uniform(0.5, 3))
         code = {"passed": 0, "failed": 1, "errored": 2, "canceled": 143}[outcome]
+        if worker.mislabels and outcome == "passed" and self.rng.random() < 0.5:
+            outcome = "failed"  # the script exited 0; this worker version reports a failure anyway
         self.post(client, f"/api/v1/jobs/{job_id}/state", {"state": outcome, "exit_code": code, **who})
 
     def worker_loop(self, worker: SimulatedWorker) -> None:
         with httpx.Client() as client:
             while not self.stopping.is_set():
+                if worker.state != "in_service" or time.monotonic() < worker.silent_until:
+                    self.stopping.wait(0.5)  # booting, draining or crashed: takes no jobs
+                    continue
                 try:
                     job_id, config = self.jobs.get(timeout=0.5)
                 except queue.Empty:
@@ -133,8 +171,85 @@ class Fleet:
                 finally:
                     self.jobs.task_done()
 
+    # --- heartbeats, rollouts and demo problems -----------------------------------------------------
+
+    def heartbeat(self, client: httpx.Client, worker: SimulatedWorker) -> None:
+        if time.monotonic() < worker.silent_until:
+            return  # a crashed host says nothing
+        with self.lock:
+            if worker.state == "starting":
+                if worker.version in self.missing_images:
+                    worker.errors.append({"at": datetime.now(UTC).isoformat(), "message": IMAGE_PULL_ERROR.format(
+                        version=worker.version, request_id=uuid.uuid4())})
+                elif time.monotonic() - worker.state_since >= self.boot_seconds:
+                    worker.become("in_service")
+            if worker.state == "draining" and not worker.busy:
+                worker.become("stopped")
+            errors, worker.errors = worker.errors, []
+        answer = self.post(client, f"/api/v1/workers/{worker.name}/heartbeat", {
+            "version": worker.version, "backend": "docker", "host": f"{worker.name}.demo.internal",
+            "queue": worker.queue, "pool_size": 1, "busy": int(worker.busy), "state": worker.state,
+            "errors": errors})
+        with self.lock:
+            if answer["drain"] and worker.state == "in_service":
+                worker.become("draining")
+            elif not answer["drain"] and worker.state in ("draining", "stopped"):
+                worker.become("in_service")
+            wanted = answer["desired_version"]
+            rolling = any(w.state == "starting" for w in self.workers)
+            if wanted and wanted != worker.version and worker.state == "in_service" and not worker.busy \
+                    and not rolling:
+                # Replace one instance at a time, as an autoscaler would: it boots on the new version.
+                worker.version, worker.mislabels = wanted, False
+                worker.become("starting")
+
+    def start_problem(self, name: str) -> SimulatedWorker:
+        with self.lock:
+            worker = self.rng.choice([w for w in self.workers if w.state == "in_service"] or self.workers)
+            if name == "mislabeled-jobs":
+                worker.mislabels, worker.version = True, "v2.6.2"
+            elif name == "missing-image":
+                worker.version = "v2.4.9"  # a tag that was never pushed to this registry
+                self.missing_images.add(worker.version)
+                worker.become("starting")
+            elif name == "silent-instance":
+                worker.silent_until = time.monotonic() + dict(PROBLEMS)[name]
+        print(f"demo fleet: problem '{name}' on {worker.name}", flush=True)
+        return worker
+
+    def end_problem(self, name: str, worker: SimulatedWorker) -> None:
+        with self.lock:
+            if name == "mislabeled-jobs":
+                worker.mislabels, worker.version = False, self.base_version
+                worker.become("starting")  # restarted on the good version
+            elif name == "missing-image":
+                self.missing_images.discard(worker.version)  # the tag got published; it boots now
+        print(f"demo fleet: problem '{name}' over", flush=True)
+
+    def heartbeat_loop(self) -> None:
+        problems = itertools.cycle(PROBLEMS)
+        next_problem = time.monotonic() + self.problem_every
+        current: tuple[str, SimulatedWorker, float] | None = None
+        with httpx.Client() as client:
+            while not self.stopping.is_set():
+                now = time.monotonic()
+                if current and now >= current[2]:
+                    self.end_problem(current[0], current[1])
+                    current, next_problem = None, now + self.problem_every
+                if self.problem_every and current is None and now >= next_problem:
+                    name, duration = next(problems)
+                    current = (name, self.start_problem(name), now + duration)
+                for worker in self.workers:
+                    try:
+                        self.heartbeat(client, worker)
+                    except httpx.HTTPError as e:
+                        print(f"{worker.name}: heartbeat failed: {e}")
+                self.stopping.wait(self.heartbeat_interval)
+
     def run(self, builds: int | None = None) -> None:
+        self.base_version = self.workers[0].version if self.workers else "v2.5.0"
         threads = [threading.Thread(target=self.worker_loop, args=(w,), daemon=True) for w in self.workers]
+        threads.append(threading.Thread(target=self.heartbeat_loop, daemon=True))
         for t in threads:
             t.start()
         made = 0

@@ -13,9 +13,13 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int, default=4)
         parser.add_argument("--builds", type=int, default=None, help="stop after this many builds")
         parser.add_argument("--seed", type=int, default=None)
+        parser.add_argument("--heartbeat-interval", type=float, default=15.0, help="seconds between heartbeats")
+        parser.add_argument("--problem-every", type=float, default=20.0,
+                            help="minutes between demo problems (bad version, missing image, silent host); 0: none")
 
-    def handle(self, *args, url, token, rate, workers, builds, seed, **options):
-        fleet = Fleet(url, token, rate=rate, workers=workers, seed=seed)
+    def handle(self, *args, url, token, rate, workers, builds, seed, heartbeat_interval, problem_every, **options):
+        fleet = Fleet(url, token, rate=rate, workers=workers, seed=seed, heartbeat_interval=heartbeat_interval,
+                      problem_every=problem_every * 60)
         try:
             fleet.run(builds=builds)
         except KeyboardInterrupt:
