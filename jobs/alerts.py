@@ -5,6 +5,7 @@ worker version, an error signature). Evaluation raises an alert for a new findin
 evidence of an open one, and resolves an open alert once its condition has stayed clear for the rule's
 `clear_minutes`. Every function takes `now`, so scenarios can replay time."""
 
+import logging
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from .models import (
     WorkerState,
 )
 from .states import JobState
+
+log = logging.getLogger(__name__)
 
 SAMPLES = 10
 FAILED = (JobState.FAILED, JobState.ERRORED)
@@ -515,7 +518,11 @@ def alerts_evaluate(*, now: datetime | None = None) -> Evaluation:
         result.stale_errored = fleet.stale_jobs_error(now=now, minutes=minutes)
     for kind, rule in RULES.items():
         params = rule_params(kind, rows[kind])
-        findings = rule.evaluate(params, now) if rows[kind].enabled else []
+        try:
+            findings = rule.evaluate(params, now) if rows[kind].enabled else []
+        except Exception:  # one broken rule must not silence the others; its open alerts stay as they are
+            log.exception("alert rule %s failed", kind)
+            continue
         for finding in findings:
             fired = _alert_raise(kind, finding, now)
             if fired is not None:

@@ -189,3 +189,14 @@ def test_webhook_delivery_is_retried_until_the_receiver_accepts(receiver, monkey
     assert receiver.attempts == 3
     assert receiver.received[0]["text"].startswith("FIRING: Capacity &lt;low&gt; &amp; short")
     assert AlertNotification.objects.filter(alert=alert, channel="webhook").exists()
+
+
+@pytest.mark.django_db
+def test_a_failing_rule_does_not_silence_the_others(make_build, monkeypatch):
+    _queued_job(make_build, minutes_ago=16)
+
+    def broken(self, p, now):
+        raise RuntimeError("bug in a rule")
+
+    monkeypatch.setattr(alerts.InconsistentJobs, "evaluate", broken)
+    assert [a.rule for a in alerts.alerts_evaluate().fired] == ["queued_too_long"]
