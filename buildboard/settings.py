@@ -41,6 +41,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "buildboard.lib.static.StaticFilesMiddleware",
     "buildboard.lib.csp.ContentSecurityPolicyMiddleware",
+    "incidents.fastpath.StatusCacheMiddleware",  # cached public status pages, before the costly rest
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

@@ -12,7 +12,7 @@ from django.db.models import Prefetch
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 
-from . import live
+from . import fastpath, live
 from .models import (
     SEVERITY,
     Component,
@@ -217,14 +217,15 @@ def _public_json(name: str) -> Callable:
         @wraps(build)
         def view(request: HttpRequest) -> HttpResponse:
             def render() -> bytes:
-                body = {"page": page_json(), **build()}
+                body = {"page": page_json(state), **build()}
                 return DjangoJSONEncoder(separators=(",", ":")).encode(body).encode()
 
-            content, _ = live.cached(f"api:{name}", render)
+            state = StatusPageState.current()
+            content, _ = live.cached(f"api:{name}", render, state)
             response = HttpResponse(content, content_type="application/json")
             response["Access-Control-Allow-Origin"] = "*"
             response["Cache-Control"] = "public, max-age=10"
-            return response
+            return fastpath.store(request, state.key, response)
 
         return view
 

@@ -14,6 +14,7 @@ from django.core.cache import cache
 from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
+from . import fastpath
 from .models import (
     Component,
     ComponentGroup,
@@ -33,15 +34,18 @@ PUBLIC_MODELS = (ComponentGroup, Component, Incident, IncidentUpdate, Postmortem
 
 def status_changed(**kwargs) -> None:
     StatusPageState.bump()
+    fastpath.forget()
     transaction.on_commit(announce)
 
 
 def announce() -> None:
+    state = StatusPageState.current()
+    fastpath.publish(state.key)
     layer = get_channel_layer()
     if layer is None:
         return
     try:
-        async_to_sync(layer.group_send)(GROUP, {"type": "status.changed", "seq": StatusPageState.current().seq})
+        async_to_sync(layer.group_send)(GROUP, {"type": "status.changed", "seq": state.seq})
     except Exception:  # a lost doorbell is tolerated: clients also poll, and the data is committed
         log.exception("status page announcement failed")
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
-from . import api, live, services, tasks
+from . import api, fastpath, live, services, tasks
 from .forms import SubscribeForm
 from .models import RESOLVED_STATES, Component, ComponentStatus, Incident, MaintenanceStatus, StatusPageState
 from .uptime import uptime_for
@@ -82,12 +82,12 @@ def _page(request: HttpRequest, name: str, body_template: str, page_template: st
     if request.GET.get("fragment"):
         response = HttpResponse(html)
         response["X-Status-Seq"] = str(state.seq)
-        return response
+        return fastpath.store(request, state.key, response)
     ctx = {"body": html, "state": state, "fragment_url": fragment_url}
     if request.user.is_authenticated:
         return render(request, page_template, ctx)
     page, _ = live.cached(f"page:{name}", lambda: render_to_string(page_template, ctx, request), state)
-    return HttpResponse(page)
+    return fastpath.store(request, state.key, HttpResponse(page))
 
 
 @require_GET

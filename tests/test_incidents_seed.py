@@ -9,9 +9,16 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from incidents import fastpath
 from incidents.models import Component, Incident
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def fresh_front_door(db):
+    """The front-door cache lives in Redis, which a rolled-back test database does not roll back."""
+    fastpath.forget()
 
 SEED = Path(settings.BASE_DIR).parent / "shared" / "reference" / "travis-ci-incident-2017-02.txt"
 POSTED = re.compile(r"^Posted .*\. (\w{3} \d{2}, \d{4}) - (\d{2}:\d{2}) UTC$")

@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth.models import Group
 from django.utils import timezone
 
-from incidents import services
+from incidents import fastpath, services
 from incidents.models import (
     Component,
     ComponentStatusChange,
@@ -18,6 +18,12 @@ from incidents.models import (
 from incidents.staff import MANAGERS_GROUP
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def fresh_front_door(db):
+    """The front-door cache lives in Redis, which a rolled-back test database does not roll back."""
+    fastpath.forget()
 
 
 @pytest.fixture

@@ -6,10 +6,16 @@ from datetime import datetime, timedelta
 import pytest
 from django.utils import timezone
 
-from incidents import services
+from incidents import fastpath, services
 from incidents.models import Component, ComponentGroup, Incident
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def fresh_front_door(db):
+    """The front-door cache lives in Redis, which a rolled-back test database does not roll back."""
+    fastpath.forget()
 
 ID = re.compile(r"^[0-9a-z]{12}$")
 ENDPOINTS = ["summary.json", "status.json", "components.json", "incidents.json", "incidents/unresolved.json",

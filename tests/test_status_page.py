@@ -7,12 +7,18 @@ import feedparser
 import pytest
 from django.utils import timezone
 
-from incidents import services
+from incidents import fastpath, services
 from incidents.markdown import render_markdown
 from incidents.models import Component, ComponentGroup, ComponentStatusChange
 from incidents.uptime import uptime_for
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def fresh_front_door(db):
+    """The front-door cache lives in Redis, which a rolled-back test database does not roll back."""
+    fastpath.forget()
 
 
 @pytest.fixture
@@ -69,6 +75,25 @@ def test_signed_in_visitors_get_their_own_navigation_around_the_cached_body(clie
     client.force_login(alice)
     html = client.get("/status/").content.decode()
     assert "Log out alice" in html and 'href="/status/manage/"' in html
+
+
+def test_front_door_answers_anonymous_repeats_without_touching_the_database(client, alice, linux,
+                                                                           django_assert_num_queries):
+    first = client.get("/status/")
+    client.get("/api/v2/summary.json")
+    with django_assert_num_queries(0):
+        again = client.get("/status/")
+        json_again = client.get("/api/v2/summary.json")
+    assert again.content == first.content and json_again["Access-Control-Allow-Origin"] == "*"
+    assert again["Content-Security-Policy"] and again["X-Frame-Options"] == "DENY"
+    # A change in the same transaction closes the door at once; the next request renders afresh.
+    services.component_status_set(component=linux, status="partial_outage", by=alice)
+    assert "Partial system outage" in client.get("/status/").content.decode()
+    assert client.get("/api/v2/status.json").json()["status"]["indicator"] == "major"
+    # Query strings other than the live fragment, and signed-in visitors, take the normal route.
+    assert fastpath.key_for(client.get("/status/?x=1").wsgi_request) is None
+    client.force_login(alice)
+    assert "Log out alice" in client.get("/status/").content.decode()
 
 
 def test_fragment_carries_its_sequence(client, alice, linux):
