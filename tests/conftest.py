@@ -148,19 +148,25 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1):
 CHROMIUM = "/usr/bin/chromium"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Debian's Chromium driven by Playwright (playwright's own browser download is unavailable here)."""
+    """Debian's Chromium driven by Playwright (playwright's own browser download is unavailable here).
+
+    Module-scoped: Playwright's sync API keeps an event loop running in this thread while it is up,
+    which breaks async_to_sync and Django's async-safety check for every later test in the session."""
     from playwright.sync_api import sync_playwright
 
-    # Playwright's sync API runs an event loop in this thread, which Django's async-safety check
-    # mistakes for async code calling the ORM; tests and fixtures here are plain synchronous code.
+    # Django mistakes Playwright's loop for async code calling the ORM; tests and fixtures here are
+    # plain synchronous code. Only while the browser is up, and never for subprocesses.
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM,
-                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield b
-        b.close()
+    try:
+        with sync_playwright() as p:
+            b = p.chromium.launch(executable_path=CHROMIUM,
+                                  args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            yield b
+            b.close()
+    finally:
+        del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
 
 
 @pytest.fixture
