@@ -40,7 +40,9 @@ class ComponentStatusesMixin:
     blank_label = "Not affected"
 
     def add_component_fields(self, initial: dict[str, str] | None = None) -> None:
-        self.components = list(Component.objects.select_related("group").order_by("position", "name"))
+        from .api import page_order
+
+        self.components = sorted(Component.objects.select_related("group"), key=page_order)
         for c in self.components:
             label = f"{c.group.name} / {c.name}" if c.group else c.name
             self.fields[f"component-{c.code}"] = forms.ChoiceField(

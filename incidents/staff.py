@@ -15,6 +15,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from . import services
+from .api import page_order
 from .forms import (
     ComponentForm,
     ComponentGroupForm,
@@ -74,7 +75,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "unresolved": Incident.objects.public().unresolved(),
         "recent": Incident.objects.public().exclude(pk__in=Incident.objects.public().unresolved())[:20],
         "maintenances": Maintenance.objects.exclude(status=MaintenanceStatus.COMPLETED),
-        "components": Component.objects.select_related("group").order_by("position", "name"),
+        "components": sorted(Component.objects.select_related("group"), key=page_order),
         "groups": ComponentGroup.objects.all(),
         "templates": IncidentTemplate.objects.all(),
         "webhooks": Subscriber.objects.active().filter(kind=SubscriberKind.WEBHOOK),
