@@ -8,6 +8,7 @@ transaction) and sets it again after the commit, so an entry never outlives the 
 views store entries and, when LIVE is missing, adopt the state they read from the database.
 Both expire after STATUS_PAGE_CACHE_SECONDS, which also bounds a lost post-commit update."""
 
+import logging
 import re
 from collections.abc import Callable
 
@@ -16,6 +17,8 @@ import redis.asyncio
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+
+log = logging.getLogger(__name__)
 
 PREFIX = f"{settings.CHANNEL_PREFIX}:incidents:fast:"
 LIVE = PREFIX + "live"
@@ -60,12 +63,18 @@ def key_for(request: HttpRequest) -> str | None:
 
 def forget() -> None:
     """In the transaction that changes something public: stop serving entries at once."""
-    _client().delete(LIVE)
+    try:
+        _client().delete(LIVE)
+    except redis.RedisError:  # a Redis that is down serves nothing either; entries expire anyway
+        log.warning("could not close the status page front door", exc_info=True)
 
 
 def publish(state_key: str) -> None:
     """After the commit: entries tagged with this (committed, current) state may be served."""
-    _client().set(LIVE, state_key, ex=settings.STATUS_PAGE_CACHE_SECONDS)
+    try:
+        _client().set(LIVE, state_key, ex=settings.STATUS_PAGE_CACHE_SECONDS)
+    except redis.RedisError:
+        log.warning("could not publish the status page state", exc_info=True)
 
 
 def store(request: HttpRequest, state_key: str, response: HttpResponse) -> HttpResponse:
@@ -78,7 +87,10 @@ def store(request: HttpRequest, state_key: str, response: HttpResponse) -> HttpR
     pipe = _client().pipeline()
     pipe.set(key, entry, ex=settings.STATUS_PAGE_CACHE_SECONDS)
     pipe.set(LIVE, state_key, ex=settings.STATUS_PAGE_CACHE_SECONDS, nx=True)
-    pipe.execute()
+    try:
+        pipe.execute()
+    except redis.RedisError:
+        log.warning("could not store a status page entry", exc_info=True)
     return response
 
 
@@ -111,7 +123,10 @@ class StatusCacheMiddleware:
             return self._acall(request)
         key = key_for(request)
         if key is not None:
-            response = _answer(*_client().mget(LIVE, key))
+            try:
+                response = _answer(*_client().mget(LIVE, key))
+            except redis.RedisError:
+                response = None  # the normal route still answers, from the database
             if response is not None:
                 return response
         return self.get_response(request)
@@ -119,7 +134,10 @@ class StatusCacheMiddleware:
     async def _acall(self, request: HttpRequest):
         key = key_for(request)
         if key is not None:
-            response = _answer(*await _async_client().mget(LIVE, key))
+            try:
+                response = _answer(*await _async_client().mget(LIVE, key))
+            except redis.RedisError:
+                response = None
             if response is not None:
                 return response
         return await self.get_response(request)

@@ -17,6 +17,12 @@ from incidents.models import Component, Subscriber
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """alice and bob log in with force_login here; PBKDF2's million rounds only slow the suite."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def linux(db):
     return Component.objects.create(name="Linux builds")

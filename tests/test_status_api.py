@@ -13,6 +13,12 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """alice and bob log in with force_login here; PBKDF2's million rounds only slow the suite."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def fresh_front_door(db):
     """The front-door cache lives in Redis, which a rolled-back test database does not roll back."""
     fastpath.forget()

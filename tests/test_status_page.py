@@ -16,6 +16,12 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """alice and bob log in with force_login here; PBKDF2's million rounds only slow the suite."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def fresh_front_door(db):
     """The front-door cache lives in Redis, which a rolled-back test database does not roll back."""
     fastpath.forget()
@@ -225,3 +231,12 @@ def test_templates_keep_to_the_content_security_policy(client, alice, linux):
         assert not re.search(r"<script(?![^>]*\bsrc=)", html), url
         assert not re.search(r"\son[a-z]+=", html), url
         assert " style=" not in html, url
+
+
+def test_pages_still_answer_when_the_front_door_redis_is_down(client, alice, linux, monkeypatch):
+    import redis
+
+    monkeypatch.setattr(fastpath, "_sync_client", redis.Redis(host="127.0.0.1", port=9, socket_connect_timeout=0.2))
+    open_incident(alice, linux)  # saving still works: the entries expire on their own
+    assert "Partial system outage" in client.get("/status/").content.decode()
+    assert client.get("/api/v2/status.json").json()["status"]["indicator"] == "major"
