@@ -1,7 +1,7 @@
 """Workflows of incident communication: each writes several rows in one transaction, records who
 did it, and (when asked) enqueues notifications once the transaction has committed."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.urls import reverse
@@ -22,6 +22,7 @@ from .models import (
     SubscriberKind,
 )
 
+CONFIRMATION_RESEND = timedelta(minutes=10)
 MAINTENANCE_MESSAGES = {
     MaintenanceStatus.IN_PROGRESS: "Scheduled maintenance is currently in progress. "
                                    "We will provide updates as necessary.",
@@ -254,7 +255,12 @@ def subscriber_subscribe_email(*, email: str, components: list[Component]) -> Su
         subscriber.unsubscribed_at = subscriber.confirmed_at = None
         subscriber.save()
     subscriber.components.set(components)
-    if subscriber.confirmed_at is None:
+    # One confirmation mail per address per CONFIRMATION_RESEND: the form must not be a way to
+    # flood someone else's mailbox.
+    recent = subscriber.confirmation_sent_at and timezone.now() - subscriber.confirmation_sent_at < CONFIRMATION_RESEND
+    if subscriber.confirmed_at is None and not recent:
+        subscriber.confirmation_sent_at = timezone.now()
+        subscriber.save(update_fields=["confirmation_sent_at"])
         transaction.on_commit(lambda: tasks.send_confirmation.delay(subscriber.pk))
     return subscriber
 

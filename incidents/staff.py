@@ -221,6 +221,7 @@ def component_edit(request: HttpRequest, code: str | None = None) -> HttpRespons
     component = get_object_or_404(Component, code=code) if code else None
     form = ComponentForm(request.POST or None, instance=component)
     if request.method == "POST" and form.is_valid():
+        form.instance.updated_by = request.user
         form.save()
         messages.success(request, "Component saved.")
         return redirect("incidents-manage")
@@ -235,6 +236,7 @@ def group_edit(request: HttpRequest, code: str | None = None) -> HttpResponse:
     group = get_object_or_404(ComponentGroup, code=code) if code else None
     form = ComponentGroupForm(request.POST or None, instance=group)
     if request.method == "POST" and form.is_valid():
+        form.instance.updated_by = request.user
         form.save()
         messages.success(request, "Group saved.")
         return redirect("incidents-manage")

@@ -166,7 +166,7 @@ def test_components_and_their_queues_are_editable_by_staff(client, alice, linux)
         "name": "Linux builds", "description": "", "position": 3, "show_uptime": "on", "queues": "builds.linux, gpu"})
     assert response.status_code == 302
     linux.refresh_from_db()
-    assert linux.queue_list == ["builds.linux", "gpu"] and linux.position == 3
+    assert linux.queue_list == ["builds.linux", "gpu"] and linux.position == 3 and linux.updated_by == alice
 
 
 def test_draft_from_alert_is_private_until_staff_publish_it(client, alice, linux, mailoutbox):

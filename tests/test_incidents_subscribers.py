@@ -106,6 +106,14 @@ def test_confirm_links_expire(client, db, mailoutbox, settings, django_capture_o
     assert client.post(path).status_code == 400
 
 
+def test_subscribing_again_soon_sends_no_second_confirmation(client, db, mailoutbox,
+                                                            django_capture_on_commit_callbacks):
+    for _ in range(3):
+        with django_capture_on_commit_callbacks(execute=True):
+            assert subscribe(client, "grace@example.com").status_code == 200
+    assert len(mailoutbox) == 1 and Subscriber.objects.count() == 1
+
+
 def test_bad_email_is_a_form_error(client, db, mailoutbox):
     response = subscribe(client, "not-an-address")
     assert response.status_code == 400 and "Enter a valid email address." in response.content.decode()
