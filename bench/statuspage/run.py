@@ -139,7 +139,7 @@ def main() -> int:
             ratio = rps[name] / rps[f"static-{name}"]
             ok &= ratio >= 0.5
             print(f"  {PATHS[name]:<24} {sizes[name]:>7} bytes  {rps[name]:>8.0f} req/s   "
-                  f"static file same size {rps[f'static-' + name]:>8.0f} req/s   ratio {ratio:5.0%}")
+                  f"static file same size {rps['static-' + name]:>8.0f} req/s   ratio {ratio:5.0%}")
         print(f"Target >= 50%: {'met' if ok else 'NOT met'}")
         return 0
     finally:
