@@ -30,6 +30,7 @@ from .forms import (
 )
 from .markdown import render_markdown
 from .models import (
+    RESOLVED_STATES,
     Component,
     ComponentGroup,
     ComponentStatus,
@@ -73,7 +74,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     ctx = {
         "drafts": Incident.objects.filter(published_at__isnull=True),
         "unresolved": Incident.objects.public().unresolved(),
-        "recent": Incident.objects.public().exclude(pk__in=Incident.objects.public().unresolved())[:20],
+        "recent": Incident.objects.public().filter(status__in=RESOLVED_STATES)[:20],
         "maintenances": Maintenance.objects.exclude(status=MaintenanceStatus.COMPLETED),
         "components": sorted(Component.objects.select_related("group"), key=page_order),
         "groups": ComponentGroup.objects.all(),
@@ -89,8 +90,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def incident_new(request: HttpRequest) -> HttpResponse:
     initial, component_initial = {}, {}
-    template = IncidentTemplate.objects.filter(pk=request.GET.get("template") or 0).first() \
-        if (request.GET.get("template") or "").isdigit() else None
+    chosen = request.GET.get("template", "")
+    template = IncidentTemplate.objects.filter(pk=int(chosen)).first() if chosen.isdigit() else None
     if template:
         initial = {"name": template.title, "status": template.status, "impact": template.impact,
                    "message": template.body}
