@@ -7,6 +7,7 @@ import pytest
 import time_machine
 from django.utils import timezone
 
+from jobs import tasks
 from jobs.models import ErrorSignature, QueueSettings, Worker, WorkerError, error_signature
 
 pytestmark = pytest.mark.django_db
@@ -139,3 +140,13 @@ def test_openapi_documents_the_heartbeat(client):
     doc = client.get("/api/v1/openapi.json").json()
     operation = doc["paths"]["/api/v1/workers/{name}/heartbeat"]["post"]
     assert set(operation["responses"]) >= {"200", "400", "401"}
+
+
+def test_prune_forgets_old_occurrences_but_signatures_keep_their_totals(client, auth):
+    old = timezone.now() - timedelta(days=8)
+    errors = [{"at": old.isoformat(), "message": "image pull failed: 503"},
+              {"at": timezone.now().isoformat(), "message": "image pull failed: 502"}]
+    beat(client, auth, errors=errors)
+    tasks.fleet_prune.delay()
+    assert list(WorkerError.objects.values_list("message", flat=True)) == ["image pull failed: 502"]
+    assert ErrorSignature.objects.get().count == 2
