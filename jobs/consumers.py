@@ -1,7 +1,7 @@
 """Websocket consumers: authorize in connect(), join a group, forward events. No business logic.
 
-Each consumer joins its group before reading the database, so nothing committed between the read
-and the join can fall through the crack; the client drops what it then receives twice."""
+The job consumer joins its group before reading the database, so nothing committed between the
+read and the join can fall through the crack; the client drops what it then receives twice."""
 
 from urllib.parse import parse_qs
 
@@ -17,6 +17,12 @@ BACKLOG_FRAME_CHARS = 512 * 1024
 BACKLOG_QUERY_PARTS = 500
 
 
+def in_thread(function):
+    """Run a database read in the thread pool rather than in the one thread that all sync views share,
+    so many viewers opening pages at once do not queue behind (or in front of) the worker API."""
+    return database_sync_to_async(function, thread_sensitive=False)
+
+
 def _is_staff(user) -> bool:
     return bool(user and user.is_authenticated and user.is_staff)
 
@@ -30,11 +36,22 @@ def _query_int(scope: dict, name: str, default: int) -> int:
 
 
 class ForwardingConsumer(AsyncJsonWebsocketConsumer):
-    """Ignores frame types it has no handler for, so a new kind of announcement on a shared group
-    does not close every connected socket."""
+    """Forwards channel-layer frames to the browser.
+
+    Frames are forwarded without channels' per-message database connection cleanup: that is a hop
+    through the single thread all sync views share, once per frame per viewer, which made a busy
+    log wait behind its own viewers. Forwarding never touches the database. Frame types without a
+    handler are ignored, so a new kind of announcement on a shared group closes no sockets."""
+
+    forwarded = frozenset({"job.state", "log.parts", "build.state"})
 
     async def dispatch(self, message: dict) -> None:
-        if getattr(self, get_handler_name(message), None) is not None:
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            return
+        if message["type"] in self.forwarded:
+            await handler(message)
+        else:
             await super().dispatch(message)
 
 
@@ -43,21 +60,24 @@ class JobConsumer(ForwardingConsumer):
 
     async def connect(self) -> None:
         job_id = self.scope["url_route"]["kwargs"]["job_id"]
-        visible = await database_sync_to_async(
-            lambda: Job.objects.visible_to(self.scope["user"]).filter(pk=job_id).exists()
-        )()
-        if not visible:
-            await self.close(code=4404)
-            return
-        self.job_id = job_id
         self.groups = [events.job_group(job_id)]
         await self.channel_layer.group_add(self.groups[0], self.channel_name)
+        frames = await in_thread(self._first_frames)(job_id, _query_int(self.scope, "after", -1))
+        if frames is None:
+            await self.channel_layer.group_discard(self.groups[0], self.channel_name)
+            self.groups = []
+            await self.close(code=4404)
+            return
         await self.accept()
-        job = await database_sync_to_async(Job.objects.select_related("build").get)(pk=job_id)
-        await self.send_json(events.job_state_frame(job))
-        after = _query_int(self.scope, "after", -1)
-        for frame in await database_sync_to_async(self._backlog)(job, after):
+        for frame in frames:
             await self.send_json(frame)
+
+    def _first_frames(self, job_id: int, after: int) -> list[dict] | None:
+        """The job's current state and its stored parts after `after`; None if the user may not see it."""
+        job = Job.objects.visible_to(self.scope["user"]).select_related("build").filter(pk=job_id).first()
+        if job is None:
+            return None
+        return [events.job_state_frame(job), *self._backlog(job, after)]
 
     def _backlog(self, job: Job, after: int) -> list[dict]:
         """Stored parts after `after`, batched into frames shaped like live ones."""
@@ -93,7 +113,7 @@ class BuildConsumer(ForwardingConsumer):
 
     async def connect(self) -> None:
         build_id = self.scope["url_route"]["kwargs"]["build_id"]
-        visible = await database_sync_to_async(
+        visible = await in_thread(
             lambda: Build.objects.visible_to(self.scope["user"]).filter(pk=build_id).exists()
         )()
         if not visible:

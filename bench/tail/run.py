@@ -1,0 +1,306 @@
+"""bench/tail: latency from a worker's log POST to the frame reaching the viewers of that job's page.
+
+Setup: one uvicorn process, a real Celery worker, Redis and PostgreSQL. 50 jobs stream log parts
+over the worker API while 300 websocket viewers (6 per job) watch /ws/jobs/N/. For every part and
+every viewer, latency = frame arrival - moment the POST was sent. Printed beside a bare baseline
+measured in the same run: one Redis PUBLISH reaching a subscriber, plus one bare HTTP POST round
+trip to a do-nothing ASGI app under the same uvicorn. Then: how many idle viewers one server
+process holds (connections opened until --idle-max, all must still get a frame).
+
+    .venv/bin/python bench/tail/run.py [--jobs 50] [--viewers 300] [--seconds 15] [--rate 1] [--idle-max 1500]
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import redis.asyncio as aioredis
+import websockets
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(BASE_DIR))
+
+from buildboard.lib.redis_server import ensure_redis, free_port  # noqa: E402
+
+
+def start(args: list[str], env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *args], cwd=BASE_DIR, env=env, stdout=subprocess.DEVNULL)
+
+
+def stop(*processes: subprocess.Popen) -> None:
+    for p in processes:
+        p.terminate()
+    for p in processes:
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+async def wait_listening(url: str) -> None:
+    async with httpx.AsyncClient() as client:
+        for _ in range(300):
+            try:
+                await client.get(url)
+                return
+            except httpx.TransportError:
+                await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# ---------------------------------------------------------------------------------------------------
+# Baseline
+
+
+async def baseline(redis_url: str, env: dict, samples: int) -> tuple[list[float], list[float]]:
+    """Latencies (ms) of a Redis PUBLISH reaching a subscriber, and of a bare HTTP POST round trip."""
+    client = aioredis.from_url(redis_url)
+    pubsub = client.pubsub()
+    await pubsub.subscribe("bench:tail")
+    await pubsub.get_message(timeout=1)  # the subscribe confirmation
+    publish = []
+    for i in range(samples):
+        sent = time.perf_counter()
+        await client.publish("bench:tail", str(i))
+        while (await pubsub.get_message(timeout=1)) is None:
+            pass
+        publish.append((time.perf_counter() - sent) * 1000)
+    await pubsub.aclose()
+    await client.aclose()
+
+    port = free_port()
+    server = start(["-m", "uvicorn", "bench.tail.baseline:app", "--port", str(port), "--log-level", "warning",
+                    "--no-access-log"], env)
+    try:
+        await wait_listening(f"http://127.0.0.1:{port}/")
+        body = {"parts": [{"number": 0, "content": "x" * 200}]}
+        post = []
+        async with httpx.AsyncClient() as http:
+            for _ in range(samples):
+                sent = time.perf_counter()
+                await http.post(f"http://127.0.0.1:{port}/log", json=body)
+                post.append((time.perf_counter() - sent) * 1000)
+    finally:
+        stop(server)
+    return publish, post
+
+
+# ---------------------------------------------------------------------------------------------------
+# Streaming under load
+
+
+class Viewer:
+    def __init__(self, ws_url: str, origin: str):
+        self.ws_url, self.origin = ws_url, origin
+        self.arrivals: dict[int, float] = {}
+        self.ready = asyncio.Event()
+
+    async def run(self, stop_event: asyncio.Event) -> None:
+        async with websockets.connect(self.ws_url, origin=self.origin, max_size=None, open_timeout=60) as ws:
+            self.ready.set()
+            while not stop_event.is_set():
+                try:
+                    raw = await asyncio.wait_for(ws.recv(), 0.5)
+                except TimeoutError:
+                    continue
+                now = time.perf_counter()
+                frame = json.loads(raw)
+                if frame["type"] == "log.parts":
+                    for part in frame["parts"]:
+                        self.arrivals.setdefault(part["number"], now)
+
+
+async def stream(base: str, headers: dict, job_ids: list[int], viewers_per_job: int, seconds: float,
+                 rate: float) -> tuple[list[float], int, int]:
+    """Latencies (ms) of every part at every viewer; parts sent; (viewer, part) pairs missing."""
+    ws_base = base.replace("http://", "ws://")
+    viewers = {job_id: [Viewer(f"{ws_base}/ws/jobs/{job_id}/", base) for _ in range(viewers_per_job)]
+               for job_id in job_ids}
+    stop_event = asyncio.Event()
+    tasks = []
+    for group in viewers.values():
+        for viewer in group:
+            tasks.append(asyncio.create_task(viewer.run(stop_event)))
+            await asyncio.sleep(0.002)  # a gentle ramp, as page loads would be
+    ready = asyncio.gather(*(v.ready.wait() for g in viewers.values() for v in g))
+    done, _ = await asyncio.wait([ready, *tasks], timeout=120, return_when=asyncio.FIRST_COMPLETED)
+    if ready not in done:
+        for task in done:
+            task.result()  # a viewer that failed to connect says why
+        raise RuntimeError("viewers did not connect in time")
+    await asyncio.sleep(1)
+
+    sent_at: dict[tuple[int, int], float] = {}
+    limits = httpx.Limits(max_connections=len(job_ids))
+    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=30) as http:
+        async def streamer(index: int, job_id: int) -> None:
+            await asyncio.sleep(index / len(job_ids) / rate)  # spread the jobs over the interval
+            number, deadline = 0, time.perf_counter() + seconds
+            while time.perf_counter() < deadline:
+                tick = time.perf_counter()
+                content = "".join(f"\x1b[32mok\x1b[0m step {number} line {i} of this job's output\n" for i in range(5))
+                sent_at[(job_id, number)] = time.perf_counter()
+                r = await http.post(f"{base}/api/v1/jobs/{job_id}/log", json={"parts": [
+                    {"number": number, "content": content}]})
+                if r.status_code != 202:
+                    raise RuntimeError(f"{r.status_code}: {r.text[:200]}")
+                number += 1
+                await asyncio.sleep(max(0.0, 1 / rate - (time.perf_counter() - tick)))
+
+        await asyncio.gather(*(streamer(i, job_id) for i, job_id in enumerate(job_ids)))
+    await asyncio.sleep(3)  # let the last frames arrive
+    stop_event.set()
+    await asyncio.gather(*tasks)
+
+    latencies, missing = [], 0
+    for job_id, group in viewers.items():
+        numbers = [n for (j, n) in sent_at if j == job_id]
+        for viewer in group:
+            for number in numbers:
+                arrived = viewer.arrivals.get(number)
+                if arrived is None:
+                    missing += 1
+                else:
+                    latencies.append((arrived - sent_at[(job_id, number)]) * 1000)
+    return latencies, len(sent_at), missing
+
+
+async def idle_capacity(base: str, job_id: int, maximum: int, server_pid: int, announce) -> tuple[int, float, int]:
+    """Open idle viewers until `maximum` (or failure); returns how many held, server RSS, how many got a frame."""
+    ws_url = base.replace("http://", "ws://") + f"/ws/jobs/{job_id}/"
+    sockets = []
+    try:
+        for _ in range(maximum):
+            try:
+                ws = await websockets.connect(ws_url, origin=base, open_timeout=20, max_size=None)
+                await asyncio.wait_for(ws.recv(), 20)  # the job.state frame every viewer gets first
+            except (OSError, TimeoutError, websockets.WebSocketException) as error:
+                print(f"  stopped opening viewers at {len(sockets)}: {error!r}")
+                break
+            sockets.append(ws)
+        await asyncio.sleep(2)
+        rss = rss_mb(server_pid)
+        await announce()
+
+        async def got_frame(ws) -> bool:
+            try:
+                while True:
+                    frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                    if frame["type"] == "log.parts":
+                        return True
+            except (TimeoutError, websockets.WebSocketException):
+                return False
+
+        reached = sum(await asyncio.gather(*(got_frame(ws) for ws in sockets)))
+        return len(sockets), rss, reached
+    finally:
+        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=50)
+    parser.add_argument("--viewers", type=int, default=300)
+    parser.add_argument("--seconds", type=float, default=15, help="how long the jobs stream")
+    parser.add_argument("--rate", type=float, default=1, help="log POSTs per second per job")
+    parser.add_argument("--celery-concurrency", type=int, default=2)
+    parser.add_argument("--baseline-samples", type=int, default=500)
+    parser.add_argument("--idle-max", type=int, default=1500)
+    parser.add_argument("--database-url", default=os.getenv(
+        "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/buildboard_bench_tail"))
+    args = parser.parse_args()
+
+    # Every viewer is a socket on each side; children inherit the raised limit.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+    redis = ensure_redis()
+    env = {**os.environ, "REDIS_URL": redis.url, "DATABASE_URL": args.database_url, "DEBUG": "False",
+           "SECRET_KEY": "bench", "SECURE_SSL_REDIRECT": "False", "ALLOWED_HOSTS": "127.0.0.1,localhost",
+           "CHANNEL_PREFIX": "benchtail", "PYTHONPATH": str(BASE_DIR)}
+    processes = []
+    try:
+        _prepare_database(args.database_url)
+        subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=BASE_DIR, env=env, check=True)
+        token = subprocess.run([sys.executable, "manage.py", "create_token", f"bench-{time.time_ns()}"], cwd=BASE_DIR,
+                               env=env, check=True, capture_output=True, text=True).stdout.strip()
+        publish, post = asyncio.run(baseline(redis.url, env, args.baseline_samples))
+
+        port = free_port()
+        web = start(["-m", "uvicorn", "buildboard.asgi:application", "--port", str(port), "--log-level", "warning",
+                     "--no-access-log"], env)
+        worker = start(["-m", "celery", "-A", "buildboard", "worker", "-l", "warning", "--concurrency",
+                        str(args.celery_concurrency), "--without-heartbeat", "--without-mingle",
+                        "--without-gossip"], env)
+        processes = [web, worker]
+        base = f"http://127.0.0.1:{port}"
+        asyncio.run(wait_listening(base + "/api/v1/openapi.json"))
+        headers = {"Authorization": f"Bearer {token}"}
+        build = httpx.post(base + "/api/v1/builds", headers=headers, timeout=30, json={
+            "repository": "bench/tail", "branch": "main", "commit": "0" * 40,
+            "jobs": [{"config": {}} for _ in range(args.jobs + 1)]}).json()
+        job_ids = [j["id"] for j in build["jobs"]]
+        idle_job = job_ids.pop()
+        latencies, sent, missing = asyncio.run(stream(base, headers, job_ids, args.viewers // args.jobs,
+                                                      args.seconds, args.rate))
+
+        def announce():
+            return asyncio.to_thread(httpx.post, f"{base}/api/v1/jobs/{idle_job}/log", headers=headers,
+                                     json={"parts": [{"number": 0, "content": "hello, idle viewers\n"}]})
+
+        held, rss, reached = asyncio.run(idle_capacity(base, idle_job, args.idle_max, web.pid, announce))
+    finally:
+        stop(*processes)
+        redis.stop()
+
+    base_p50 = statistics.median(publish) + statistics.median(post)
+    p50, p99 = statistics.median(latencies), pct(latencies, 0.99)
+    print(f"baseline: Redis PUBLISH->subscriber p50 {statistics.median(publish):.2f} ms + bare HTTP POST p50 "
+          f"{statistics.median(post):.2f} ms = {base_p50:.2f} ms ({args.baseline_samples} samples each)")
+    print(f"load: {len(job_ids)} jobs x {args.rate:g} POSTs/s for {args.seconds:g} s = {sent} parts; "
+          f"{args.viewers // args.jobs * len(job_ids)} viewers; {len(latencies)} deliveries, {missing} missing")
+    print(f"POST -> websocket frame: p50 {p50:.1f} ms, p90 {pct(latencies, 0.9):.1f} ms, p99 {p99:.1f} ms, "
+          f"max {max(latencies):.1f} ms")
+    print(f"ratio p50 / baseline: {p50 / base_p50:.2f}  (target <= 5);  p99 {p99:.0f} ms (target <= 250)")
+    print(f"idle viewers held by one uvicorn process: {held} (target >= 1000), server RSS {rss:.0f} MB, "
+          f"{reached} of them got the next frame")
+
+
+def _prepare_database(url: str) -> None:
+    """A fresh benchmark database each run, so figures do not depend on earlier runs."""
+    if not url.startswith("postgres"):
+        return
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    admin = url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+if __name__ == "__main__":
+    main()
