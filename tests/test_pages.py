@@ -185,3 +185,10 @@ def test_login_page_and_logout(client, bob):
 def test_bad_login_says_so(client, bob):
     page = client.post("/login/", {"username": "bob", "password": "wrong"}).content.decode()
     assert 'role="alert"' in page
+
+
+def test_job_page_marks_a_truncated_log(client, job, settings):
+    settings.LOG_MAX_BYTES = 10
+    tasks.ingest_log_parts(job.pk, 1, [{"number": 0, "content": "x" * 20 + "\n"}])
+    page = client.get(f"/jobs/{job.pk}/").content.decode()
+    assert 'data-truncated="true"' in page and "The log was truncated here" in page

@@ -131,8 +131,9 @@ class Viewer:
 
 
 async def stream(base: str, headers: dict, job_ids: list[int], viewers_per_job: int, seconds: float,
-                 rate: float) -> tuple[list[float], int, int]:
-    """Latencies (ms) of every part at every viewer; parts sent; (viewer, part) pairs missing."""
+                 rate: float) -> tuple[list[float], list[float], int, int]:
+    """Latencies (ms) of every part at every viewer and of each POST's answer; parts sent; (viewer, part)
+    pairs missing."""
     ws_base = base.replace("http://", "ws://")
     viewers = {job_id: [Viewer(f"{ws_base}/ws/jobs/{job_id}/", base) for _ in range(viewers_per_job)]
                for job_id in job_ids}
@@ -151,6 +152,7 @@ async def stream(base: str, headers: dict, job_ids: list[int], viewers_per_job: 
     await asyncio.sleep(1)
 
     sent_at: dict[tuple[int, int], float] = {}
+    answered: list[float] = []
     limits = httpx.Limits(max_connections=len(job_ids))
     async with httpx.AsyncClient(headers=headers, limits=limits, timeout=30) as http:
         async def streamer(index: int, job_id: int) -> None:
@@ -164,6 +166,7 @@ async def stream(base: str, headers: dict, job_ids: list[int], viewers_per_job: 
                     {"number": number, "content": content}]})
                 if r.status_code != 202:
                     raise RuntimeError(f"{r.status_code}: {r.text[:200]}")
+                answered.append((time.perf_counter() - sent_at[(job_id, number)]) * 1000)
                 number += 1
                 await asyncio.sleep(max(0.0, 1 / rate - (time.perf_counter() - tick)))
 
@@ -182,7 +185,7 @@ async def stream(base: str, headers: dict, job_ids: list[int], viewers_per_job: 
                     missing += 1
                 else:
                     latencies.append((arrived - sent_at[(job_id, number)]) * 1000)
-    return latencies, len(sent_at), missing
+    return latencies, answered, len(sent_at), missing
 
 
 async def idle_capacity(base: str, job_id: int, maximum: int, server_pid: int, announce) -> tuple[int, float, int]:
@@ -264,7 +267,7 @@ def main() -> None:
             "jobs": [{"config": {}} for _ in range(args.jobs + 1)]}).json()
         job_ids = [j["id"] for j in build["jobs"]]
         idle_job = job_ids.pop()
-        latencies, sent, missing = asyncio.run(stream(base, headers, job_ids, args.viewers // args.jobs,
+        latencies, answered, sent, missing = asyncio.run(stream(base, headers, job_ids, args.viewers // args.jobs,
                                                       args.seconds, args.rate))
 
         def announce():
@@ -282,6 +285,7 @@ def main() -> None:
           f"{statistics.median(post):.2f} ms = {base_p50:.2f} ms ({args.baseline_samples} samples each)")
     print(f"load: {len(job_ids)} jobs x {args.rate:g} POSTs/s for {args.seconds:g} s = {sent} parts; "
           f"{args.viewers // args.jobs * len(job_ids)} viewers; {len(latencies)} deliveries, {missing} missing")
+    print(f"POST answered (202):    p50 {statistics.median(answered):.1f} ms, p99 {pct(answered, 0.99):.1f} ms")
     print(f"POST -> websocket frame: p50 {p50:.1f} ms, p90 {pct(latencies, 0.9):.1f} ms, p99 {p99:.1f} ms, "
           f"max {max(latencies):.1f} ms")
     print(f"ratio p50 / baseline: {p50 / base_p50:.2f}  (target <= 5);  p99 {p99:.0f} ms (target <= 250)")

@@ -39,6 +39,7 @@ function onReset(attempt) {
   $("attempt").textContent = attempt;
   view.setQuery(searchInput.value);
   view.refresh();
+  view.setFollow(true);
 }
 
 function onState(frame) {

@@ -25,7 +25,6 @@ export class LogView {
     this.search = { query: "", matches: [], current: -1, rowsWithMatch: new Set(), scanned: 0 };
     this.follow = false;
     this.lastScrollY = window.scrollY;
-    this.scrollingByUs = false;
     this.frame = 0;
 
     window.addEventListener("scroll", () => this.onScroll(), { passive: true });
@@ -153,13 +152,11 @@ export class LogView {
     const index = lowerBound(this.visible, row);
     const boxTop = this.box.getBoundingClientRect().top + window.scrollY;
     const y = boxTop + index * this.rowHeight - window.innerHeight / 3;
-    this.scrollingByUs = true;
     window.scrollTo({ top: Math.max(0, y), behavior });
     this.schedule();
   }
 
   scrollToEnd() {
-    this.scrollingByUs = true;
     window.scrollTo({ top: document.documentElement.scrollHeight, behavior: "instant" });
     this.schedule();
   }
@@ -172,10 +169,9 @@ export class LogView {
   }
 
   onScroll() {
+    // Our own scrolling only ever moves down, so moving up is the reader taking over.
     const y = window.scrollY;
-    if (this.scrollingByUs) {
-      this.scrollingByUs = false;
-    } else if (y < this.lastScrollY - 4 && this.follow) {
+    if (y < this.lastScrollY - 4 && this.follow) {
       this.setFollow(false);
     } else if (!this.follow && !this.model.finished && this.atBottom()) {
       this.setFollow(true);
