@@ -8,7 +8,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 from asgiref.testing import ApplicationCommunicator
 
 from buildboard.asgi import application
-from incidents import fastpath, live, services
+from incidents import fastpath, services
 from incidents.models import Component, StatusPageState
 
 from .conftest import wait_until
@@ -48,10 +48,6 @@ def test_websocket_greets_with_the_current_sequence_then_forwards_changes(alice)
     current = StatusPageState.current().seq
     assert hello["type"] == frame["type"] == "status.changed"
     assert hello["seq"] == current - 1 and frame["seq"] == current
-
-
-def test_status_group_name_is_stable():
-    assert live.GROUP == "status-page"
 
 
 @pytest.mark.browser
