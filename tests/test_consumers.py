@@ -7,6 +7,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from asgiref.testing import ApplicationCommunicator
 from channels.db import database_sync_to_async
+from channels.layers import channel_layers
 from channels.routing import URLRouter
 from django.contrib.auth.models import AnonymousUser
 
@@ -69,6 +70,13 @@ async def frames_until(communicator, predicate, timeout=5.0) -> list[dict]:
 def store(job, *numbers, final_at=None):
     tasks.ingest_log_parts(job.pk, job.attempt, [
         {"number": n, "content": f"line {n}\n", **({"final": True} if n == final_at else {})} for n in numbers])
+
+
+@pytest.fixture(autouse=True)
+def fresh_channel_layer():
+    """Each test runs its consumers in its own event loop; the layer object keeps loop-bound state."""
+    yield
+    channel_layers.backends.clear()
 
 
 @pytest.fixture
@@ -139,6 +147,7 @@ def test_private_job_and_build_sockets_close_for_anonymous_but_open_for_staff(pr
             for user in (None, bob):
                 ws, connected, code = await connect(path, user)
                 assert not connected and code == 4404, path
+                await ws.disconnect()
         for path in (f"/ws/jobs/{job.pk}/", f"/ws/builds/{private_build.pk}/"):
             ws, connected, _ = await connect(path, alice)
             assert connected
