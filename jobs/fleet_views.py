@@ -11,7 +11,7 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from . import alerts, fleet
 from .models import Alert, AlertState, Worker
@@ -33,7 +33,7 @@ def staff_required(view: Callable) -> Callable:
     return wrapper
 
 
-def _fleet_context(request: HttpRequest) -> dict:
+def _fleet_context() -> dict:
     now = timezone.now()
     starting_minutes = alerts.rule_params(alerts.StuckStarting.kind)["starting_minutes"]
     return {
@@ -48,14 +48,14 @@ def _fleet_context(request: HttpRequest) -> dict:
 @require_GET
 @staff_required
 def fleet_page(request: HttpRequest) -> HttpResponse:
-    return render(request, "jobs/fleet.html", _fleet_context(request))
+    return render(request, "jobs/fleet.html", _fleet_context())
 
 
 @require_GET
 @staff_required
 def fleet_fragment(request: HttpRequest) -> HttpResponse:
     """The live part of the fleet page, refetched by static/js/fleet.js when the doorbell rings."""
-    return render(request, "jobs/fleet_live.html", _fleet_context(request))
+    return render(request, "jobs/fleet_live.html", _fleet_context())
 
 
 def _clean_queue_settings(post) -> tuple[dict, list[str]]:
@@ -172,6 +172,7 @@ def alert_incident(request: HttpRequest, alert_id: int) -> HttpResponse:
     return redirect(alerts.alert_draft_incident(alert=alert, user=request.user))
 
 
+@require_http_methods(["GET", "POST"])
 @staff_required
 def alert_rules(request: HttpRequest) -> HttpResponse:
     rows = alerts.rule_rows()
