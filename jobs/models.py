@@ -172,7 +172,9 @@ class Job(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["build", "number"], name="job_unique_number")]
-        indexes = [models.Index(fields=["state", "queue"]), models.Index(fields=["worker_version", "finished_at"])]
+        indexes = [models.Index(fields=["state", "queue"]), models.Index(fields=["worker_version", "finished_at"]),
+                   # the alert rules look at jobs finished within a window, every 30 s
+                   models.Index(fields=["finished_at"], name="job_finished_at_idx")]
         ordering = ["build", "id"]
 
     def __str__(self) -> str:
@@ -605,7 +607,7 @@ class WorkerError(models.Model):
             # A worker resending an error it already reported (same time, same kind) is not a new one.
             models.UniqueConstraint(fields=["worker", "signature", "at"], name="workererror_unique_occurrence"),
         ]
-        indexes = [models.Index(fields=["signature", "at"])]
+        indexes = [models.Index(fields=["signature", "at"]), models.Index(fields=["at"], name="workererror_at_idx")]
         ordering = ["-at"]
 
     def __str__(self) -> str:
