@@ -5,7 +5,7 @@ thread and hop back to the event loop for the rest of the chain. Only static pat
 (quick, in-memory) lookup; everything else passes straight through."""
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from whitenoise.middleware import WhiteNoiseMiddleware
 
 
@@ -28,5 +28,20 @@ class StaticFilesMiddleware(WhiteNoiseMiddleware):
         if request.path_info.startswith(self.static_prefix):
             static_file = self.find_file(request.path_info) if self.autorefresh else self.files.get(request.path_info)
             if static_file is not None:
-                return self.serve(static_file, request)
+                return self._serve_in_memory(static_file, request)
         return await self.get_response(request)
+
+    @staticmethod
+    def _serve_in_memory(static_file, request: HttpRequest) -> HttpResponse:
+        """Our static files are small; reading one whole avoids Django draining a sync file iterator
+        chunk by chunk from the event loop (and its warning)."""
+        response = static_file.get_response(request.method, request.META)
+        body = b""
+        if response.file is not None:
+            with response.file as f:
+                body = f.read()
+        http_response = HttpResponse(body, status=int(response.status))
+        del http_response["Content-Type"]
+        for key, value in response.headers:
+            http_response[key] = value
+        return http_response
