@@ -23,3 +23,13 @@ def test_create_token_refuses_a_duplicate_name():
     call_command("create_token", "fleet-1", stdout=StringIO())
     with pytest.raises(CommandError, match="already exists"):
         call_command("create_token", "fleet-1", stdout=StringIO())
+
+
+def test_seed_status_components_fills_an_empty_page_once():
+    from incidents.models import Component
+
+    call_command("seed_status_components", stdout=StringIO())
+    count = Component.objects.count()
+    assert count >= 3 and Component.objects.filter(queues__contains="builds.linux").exists()
+    call_command("seed_status_components", stdout=StringIO())
+    assert Component.objects.count() == count

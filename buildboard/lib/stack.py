@@ -31,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
         _manage("migrate", "--noinput", "-v0", env=env)
         password = os.getenv("BUILDBOARD_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
         _manage("ensure_staff", "admin", password, env=env)
+        if not args.no_demo:
+            _manage("seed_status_components", env=env)
         token = _manage("create_token", f"demo-fleet-{int(time.time())}", env=env, capture=True)
         commands = [
             ["-m", "uvicorn", "buildboard.asgi:application", "--host", args.host, "--port", str(args.port),
