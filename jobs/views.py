@@ -2,6 +2,8 @@
 
 Pages render the current state from the database; static/js then keeps them live over websockets."""
 
+import math
+
 from django.core.exceptions import PermissionDenied
 from django.db.models import Max
 from django.http import Http404, HttpRequest, HttpResponse
@@ -139,7 +141,7 @@ BADGE_MAX_AGE = 60
 
 def _text_width(text: str) -> int:
     """An estimate of Verdana 11px text width, close enough for badge boxes."""
-    return sum(7 if c in "mwMW" else 4 if c in "fijlrt.,:;' " else 6.5 for c in text).__ceil__() + 10
+    return math.ceil(sum(7 if c in "mwMW" else 4 if c in "fijlrt.,:;' " else 6.5 for c in text)) + 10
 
 
 @require_GET

@@ -22,6 +22,7 @@ export class LogView {
     this.highlight = null; // [from, to] line numbers
     this.anchor = null; // the line a shift-click extends from
     this.pendingJump = null; // a #L line not loaded yet
+    this.keepHighlightOpen = false; // until the reader folds something themselves
     this.search = { query: "", matches: [], current: -1, rowsWithMatch: new Set(), scanned: 0 };
     this.follow = false;
     this.lastScrollY = window.scrollY;
@@ -47,6 +48,8 @@ export class LogView {
 
   /** The model changed: recompute which rows show and draw. */
   refresh() {
+    // While the log streams in, folds that close as finished must not hide the lines the address names.
+    if (this.highlight && this.keepHighlightOpen) this.model.reveal(this.highlight[0] - 1);
     this.visible = this.model.visibleRows();
     this.version++;
     this.box.style.height = `${this.visible.length * this.rowHeight}px`;
@@ -102,6 +105,7 @@ export class LogView {
     if (foldButton) {
       const fold = this.model.folds[Number(foldButton.dataset.fold)];
       fold.collapsed = !fold.collapsed;
+      this.keepHighlightOpen = false;
       this.refresh();
       const again = this.rowsEl.querySelector(`button.fold[data-fold="${foldButton.dataset.fold}"]`);
       if (again) again.focus();
@@ -137,6 +141,7 @@ export class LogView {
     const to = Math.max(from, Number(match[2] || match[1]));
     this.anchor = from;
     this.highlight = [from, to];
+    this.keepHighlightOpen = true;
     if (this.model.length < from) {
       this.pendingJump = [from, to];
       return;
@@ -185,6 +190,7 @@ export class LogView {
   }
 
   setAllFolds(collapsed) {
+    this.keepHighlightOpen = false;
     for (const fold of this.model.folds) if (fold.start !== null) fold.collapsed = collapsed;
     this.refresh();
   }
