@@ -185,3 +185,24 @@ def test_hostile_log_content_executes_nothing(asgi_server, page, job):
     expect(page.locator(".ln", has_text="&amp; &lt;b&gt;")).to_be_visible()
     expect(page.locator(".ln", has_text="title set")).not_to_contain_text("alert(5)")
     assert page.js_errors == []
+
+
+def test_follow_mode_keeps_the_newest_line_in_view_until_the_reader_scrolls_up(asgi_server, page, job):
+    tasks.apply_job_state(job.pk, 1, "started", AT)
+    store(job, [{"number": 0, "content": "".join(f"early {i}\n" for i in range(200))}])
+    open_job(page, asgi_server, job)
+    expect(page.locator(".ln", has_text="early 199")).to_be_in_viewport()
+    store(job, [{"number": 1, "content": "".join(f"later {i}\n" for i in range(100))}])
+    expect(page.locator(".ln", has_text="later 99")).to_be_in_viewport()
+    expect(page.locator("[data-role=follow]")).to_be_hidden()
+
+    page.mouse.move(400, 400)
+    page.mouse.wheel(0, -3000)
+    follow = page.locator("[data-role=follow]")
+    expect(follow).to_be_visible()
+    store(job, [{"number": 2, "content": "latest line\n"}])
+    expect(page.locator(".ln", has_text="latest line")).to_have_count(0)  # not drawn: far below the view
+    follow.click()
+    expect(page.locator(".ln", has_text="latest line")).to_be_in_viewport()
+    expect(follow).to_be_hidden()
+    assert page.js_errors == []
