@@ -157,6 +157,7 @@ async def stream(base: str, headers: dict, job_ids: list[int], viewers_per_job: 
 
     sent_at: dict[tuple[int, int], float] = {}
     answered: list[float] = []
+    retried: list[int] = []
     limits = httpx.Limits(max_connections=len(job_ids))
     async with httpx.AsyncClient(headers=headers, limits=limits, timeout=30) as http:
         async def streamer(index: int, job_id: int) -> None:
@@ -166,8 +167,15 @@ async def stream(base: str, headers: dict, job_ids: list[int], viewers_per_job: 
                 tick = time.perf_counter()
                 content = "".join(f"\x1b[32mok\x1b[0m step {number} line {i} of this job's output\n" for i in range(5))
                 sent_at[(job_id, number)] = time.perf_counter()
-                r = await http.post(f"{base}/api/v1/jobs/{job_id}/log", json={"parts": [
-                    {"number": number, "content": content}]})
+                body = {"parts": [{"number": number, "content": content}]}
+                for attempt in range(3):  # as a worker would: parts are idempotent, so resend on a dropped connection
+                    try:
+                        r = await http.post(f"{base}/api/v1/jobs/{job_id}/log", json=body)
+                        break
+                    except httpx.TransportError:
+                        if attempt == 2:
+                            raise
+                        retried.append(job_id)
                 if r.status_code != 202:
                     raise RuntimeError(f"{r.status_code}: {r.text[:200]}")
                 answered.append((time.perf_counter() - sent_at[(job_id, number)]) * 1000)
@@ -189,6 +197,8 @@ async def stream(base: str, headers: dict, job_ids: list[int], viewers_per_job: 
                     missing += 1
                 else:
                     latencies.append((arrived - sent_at[(job_id, number)]) * 1000)
+    if retried:
+        print(f"  {len(retried)} POSTs were resent after a dropped connection")
     return latencies, answered, len(sent_at), missing
 
 
