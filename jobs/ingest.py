@@ -22,8 +22,20 @@ ROUND_ITEMS = 100
 _lock = threading.Lock()
 _client: tuple[int, redis.Redis] | None = None
 
-_RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+# One round trip per drain round: keep ownership (taking it if it lapsed) and read the next items.
+_TAKE = """
+local owner = redis.call('get', KEYS[1])
+if owner and owner ~= ARGV[1] then return false end
+redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return redis.call('lrange', KEYS[2], 0, ARGV[3] - 1)
+"""
+# After a round: drop what was stored; when nothing is left, let go of ownership. Returns 1 while the
+# caller still owns the buffer and items remain (a request may have pushed after our read).
+_DONE = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('ltrim', KEYS[2], ARGV[2], -1)
+if redis.call('llen', KEYS[2]) > 0 then return 1 end
+redis.call('del', KEYS[1])
 return 0
 """
 
@@ -67,24 +79,15 @@ def drain(job_id: int, token: str, store: Callable[[int, list[tuple[int, list[di
 
     `store` must commit before returning: only then are the items removed from the list."""
     r = _redis()
-    owner, buffer = _owner_key(job_id), _buffer_key(job_id)
-    release = r.register_script(_RELEASE)
+    keys = [_owner_key(job_id), _buffer_key(job_id)]
+    take, done = r.register_script(_TAKE), r.register_script(_DONE)
     while True:
-        current = r.get(owner)
-        if current is None:
-            if not r.set(owner, token, nx=True, ex=LOCK_SECONDS):
-                return  # another drainer took over
-        elif current.decode() != token:
+        items = take(keys=keys, args=[token, LOCK_SECONDS, ROUND_ITEMS])
+        if items is None:
             return  # someone else is draining this job
-        r.expire(owner, LOCK_SECONDS)
-        items = r.lrange(buffer, 0, ROUND_ITEMS - 1)
         if items:
             store(job_id, _decode(items))
-            r.ltrim(buffer, len(items), -1)
-            continue
-        release(keys=[owner], args=[token])
-        # A request may have pushed after our read but failed to take ownership while we held it.
-        if not r.llen(buffer) or not r.set(owner, token, nx=True, ex=LOCK_SECONDS):
+        if not done(keys=keys, args=[token, len(items)]):
             return
 
 
