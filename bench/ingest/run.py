@@ -89,7 +89,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=150, help="requests per worker")
     parser.add_argument("--parts", type=int, default=10, help="parts per request")
     parser.add_argument("--lines", type=int, default=40, help="lines per part")
-    parser.add_argument("--celery-concurrency", type=int, default=2)
+    parser.add_argument("--celery-concurrency", type=int, default=1,
+                        help="Celery processes; one per spare core (the web process takes the other here)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--database-url", default=os.getenv("BENCH_DATABASE_URL",
                                                             "postgres://postgres@127.0.0.1:5432/buildboard_bench"))
