@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import httpx
 BASE_DIR = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(BASE_DIR))
 
+from bench.common import manage, prepare_database, start, stop, wait_listening  # noqa: E402
 from buildboard.lib.redis_server import ensure_redis, free_port  # noqa: E402
 
 LINE = "\x1b[32mPASSED\x1b[0m tests/test_module.py::test_case_number_{n} in 0.01s\n"
@@ -37,32 +37,6 @@ def batches(requests: int, parts: int, lines: int):
         yield {"parts": body}
 
 
-def start(args: list[str], env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, *args], cwd=BASE_DIR, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE if os.getenv("BENCH_QUIET") else None)
-
-
-def stop(*processes: subprocess.Popen) -> None:
-    for p in processes:
-        p.terminate()
-    for p in processes:
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-
-
-async def wait_listening(url: str) -> None:
-    async with httpx.AsyncClient() as client:
-        for _ in range(300):
-            try:
-                await client.get(url)
-                return
-            except httpx.TransportError:
-                await asyncio.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
-
-
 async def load(url_for, clients: int, args, headers: dict) -> float:
     """Each client streams its own job's batches sequentially; returns the elapsed seconds."""
     limits = httpx.Limits(max_connections=clients)
@@ -76,11 +50,6 @@ async def load(url_for, clients: int, args, headers: dict) -> float:
         started = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(clients)))
         return time.perf_counter() - started
-
-
-def manage(*args: str, env: dict) -> str:
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env=env, check=True,
-                          capture_output=True, text=True).stdout.strip()
 
 
 def main() -> None:
@@ -103,7 +72,7 @@ def main() -> None:
     total_lines = args.clients * args.requests * args.parts * args.lines
     results: dict[str, list[float]] = {"baseline": [], "accepted": [], "stored": []}
     try:
-        _prepare_database(args.database_url)
+        prepare_database(args.database_url)
         manage("migrate", "--noinput", env=env)
         token = manage("create_token", f"bench-{time.time_ns()}", env=env)
         # Rounds alternate between the two systems, so a noisy neighbour hurts both alike.
@@ -169,19 +138,6 @@ def _run_buildboard(args, env: dict, token: str) -> tuple[float, float]:
         return accepted_s, time.perf_counter() - started
     finally:
         stop(web, worker)
-
-
-def _prepare_database(url: str) -> None:
-    """A fresh benchmark database each run, so figures do not depend on earlier runs."""
-    if not url.startswith("postgres"):
-        return
-    import psycopg
-
-    name = url.rsplit("/", 1)[1]
-    admin = url.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
 
 
 if __name__ == "__main__":

@@ -32,32 +32,8 @@ import websockets
 BASE_DIR = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(BASE_DIR))
 
+from bench.common import prepare_database, start, stop, wait_listening  # noqa: E402
 from buildboard.lib.redis_server import ensure_redis, free_port  # noqa: E402
-
-
-def start(args: list[str], env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, *args], cwd=BASE_DIR, env=env, stdout=subprocess.DEVNULL)
-
-
-def stop(*processes: subprocess.Popen) -> None:
-    for p in processes:
-        p.terminate()
-    for p in processes:
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-
-
-async def wait_listening(url: str) -> None:
-    async with httpx.AsyncClient() as client:
-        for _ in range(300):
-            try:
-                await client.get(url)
-                return
-            except httpx.TransportError:
-                await asyncio.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -260,7 +236,7 @@ def main() -> None:
            "CHANNEL_PREFIX": "benchtail", "PYTHONPATH": str(BASE_DIR)}
     processes = []
     try:
-        _prepare_database(args.database_url)
+        prepare_database(args.database_url)
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=BASE_DIR, env=env, check=True)
         token = subprocess.run([sys.executable, "manage.py", "create_token", f"bench-{time.time_ns()}"], cwd=BASE_DIR,
                                env=env, check=True, capture_output=True, text=True).stdout.strip()
@@ -305,19 +281,6 @@ def main() -> None:
     print(f"ratio p50 / baseline: {p50 / base_p50:.2f}  (target <= 5);  p99 {p99:.0f} ms (target <= 250)")
     print(f"idle viewers held by one uvicorn process: {held} (target >= 1000), server RSS {rss:.0f} MB, "
           f"{reached} of them got the next frame")
-
-
-def _prepare_database(url: str) -> None:
-    """A fresh benchmark database each run, so figures do not depend on earlier runs."""
-    if not url.startswith("postgres"):
-        return
-    import psycopg
-
-    name = url.rsplit("/", 1)[1]
-    admin = url.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import httpx
 BASE_DIR = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(BASE_DIR))
 
+from bench.common import prepare_database  # noqa: E402
 from buildboard.lib.redis_server import ensure_redis, free_port  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
@@ -166,7 +167,7 @@ def main() -> None:
            "CHANNEL_PREFIX": "benchviewer", "PYTHONPATH": str(BASE_DIR)}
     server = None
     try:
-        _prepare_database(args.database_url)
+        prepare_database(args.database_url)
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=BASE_DIR, env=env,
                        check=True)
         subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=BASE_DIR, env=env,
@@ -224,19 +225,6 @@ def _wait_listening(url: str) -> None:
         except httpx.TransportError:
             time.sleep(0.1)
     raise RuntimeError(f"{url} did not come up")
-
-
-def _prepare_database(url: str) -> None:
-    """A fresh benchmark database each run, so figures do not depend on earlier runs."""
-    if not url.startswith("postgres"):
-        return
-    import psycopg
-
-    name = url.rsplit("/", 1)[1]
-    admin = url.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
-"""WhiteNoise, usable without a thread hop under ASGI.
+"""WhiteNoise, sync or async, answering with whole files.
 
-WhiteNoise's middleware is sync-only, which makes Django run every request through it in a worker
-thread and hop back to the event loop for the rest of the chain. Only static paths need WhiteNoise's
-(quick, in-memory) lookup; everything else passes straight through."""
+WhiteNoise's middleware is sync-only, and its streamed file responses make Django's ASGI handler drain
+a sync iterator chunk by chunk through thread hops. Our static files are small: they are read whole,
+and only static paths pay for WhiteNoise's (in-memory) lookup."""
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
@@ -22,14 +22,21 @@ class StaticFilesMiddleware(WhiteNoiseMiddleware):
     def __call__(self, request: HttpRequest):
         if self.is_async:
             return self._acall(request)
-        return super().__call__(request)
+        static_file = self._static_file(request)
+        if static_file is not None:
+            return self._serve_in_memory(static_file, request)
+        return self.get_response(request)
 
     async def _acall(self, request: HttpRequest):
-        if request.path_info.startswith(self.static_prefix):
-            static_file = self.find_file(request.path_info) if self.autorefresh else self.files.get(request.path_info)
-            if static_file is not None:
-                return self._serve_in_memory(static_file, request)
+        static_file = self._static_file(request)
+        if static_file is not None:
+            return self._serve_in_memory(static_file, request)
         return await self.get_response(request)
+
+    def _static_file(self, request: HttpRequest):
+        if not request.path_info.startswith(self.static_prefix):
+            return None
+        return self.find_file(request.path_info) if self.autorefresh else self.files.get(request.path_info)
 
     @staticmethod
     def _serve_in_memory(static_file, request: HttpRequest) -> HttpResponse:
