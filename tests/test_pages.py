@@ -192,3 +192,9 @@ def test_job_page_marks_a_truncated_log(client, job, settings):
     tasks.ingest_log_parts(job.pk, 1, [{"number": 0, "content": "x" * 20 + "\n"}])
     page = client.get(f"/jobs/{job.pk}/").content.decode()
     assert 'data-truncated="true"' in page and "The log was truncated here" in page
+
+
+def test_job_page_says_why_buildboard_ended_a_stale_job(client, job):
+    Job.objects.filter(pk=job.pk).update(state="errored", error_reason="No state or log activity for 30 minutes")
+    body = client.get(f"/jobs/{job.pk}/").content.decode()
+    assert "Ended by buildboard" in body and "No state or log activity for 30 minutes" in body
