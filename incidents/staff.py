@@ -216,34 +216,32 @@ def component_status(request: HttpRequest, code: str) -> HttpResponse:
     return redirect("incidents-manage")
 
 
+def _edit_page_part(request: HttpRequest, form_class, instance, title: str, saved: str) -> HttpResponse:
+    """Create or edit a component or group, recording who did it."""
+    form = form_class(request.POST or None, instance=instance)
+    if request.method == "POST" and form.is_valid():
+        form.instance.updated_by = request.user
+        form.save()
+        messages.success(request, saved)
+        return redirect("incidents-manage")
+    return render(request, "incidents/manage/form.html", {"form": form, "title": title},
+                  status=400 if form.errors else 200)
+
+
 @incident_manager_required
 @require_http_methods(["GET", "POST"])
 def component_edit(request: HttpRequest, code: str | None = None) -> HttpResponse:
     component = get_object_or_404(Component, code=code) if code else None
-    form = ComponentForm(request.POST or None, instance=component)
-    if request.method == "POST" and form.is_valid():
-        form.instance.updated_by = request.user
-        form.save()
-        messages.success(request, "Component saved.")
-        return redirect("incidents-manage")
-    return render(request, "incidents/manage/form.html",
-                  {"form": form, "title": f"Component {component.name}" if component else "New component"},
-                  status=400 if form.errors else 200)
+    return _edit_page_part(request, ComponentForm, component,
+                           f"Component {component.name}" if component else "New component", "Component saved.")
 
 
 @incident_manager_required
 @require_http_methods(["GET", "POST"])
 def group_edit(request: HttpRequest, code: str | None = None) -> HttpResponse:
     group = get_object_or_404(ComponentGroup, code=code) if code else None
-    form = ComponentGroupForm(request.POST or None, instance=group)
-    if request.method == "POST" and form.is_valid():
-        form.instance.updated_by = request.user
-        form.save()
-        messages.success(request, "Group saved.")
-        return redirect("incidents-manage")
-    return render(request, "incidents/manage/form.html",
-                  {"form": form, "title": f"Group {group.name}" if group else "New component group"},
-                  status=400 if form.errors else 200)
+    return _edit_page_part(request, ComponentGroupForm, group,
+                           f"Group {group.name}" if group else "New component group", "Group saved.")
 
 
 @incident_manager_required
