@@ -1,0 +1,49 @@
+"""The doorbell every live page shares: after a commit, a frame to channel-layer groups.
+
+The database is the truth and these frames only say "look again"; a frame lost (channels_redis drops
+messages when a channel is full, Redis may be away) costs a refetch, never data."""
+
+import asyncio
+import logging
+import os
+import threading
+
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+log = logging.getLogger(__name__)
+
+_loop_lock = threading.Lock()
+_loop: tuple[int, asyncio.AbstractEventLoop] | None = None
+
+
+def _announcer_loop() -> asyncio.AbstractEventLoop:
+    """One long-lived event loop per process for announcements, so the channel layer keeps its Redis
+    connections instead of opening new ones for every message (as a fresh async_to_sync loop would).
+    Keyed by pid: a forked Celery child must not use its parent's loop."""
+    global _loop
+    with _loop_lock:
+        if _loop is None or _loop[0] != os.getpid():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="channel-announcer", daemon=True).start()
+            _loop = (os.getpid(), loop)
+        return _loop[1]
+
+
+def _send(groups: list[str], message: dict) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+
+    async def send_all() -> None:
+        for group in groups:
+            await layer.group_send(group, message)
+
+    try:
+        asyncio.run_coroutine_threadsafe(send_all(), _announcer_loop()).result(timeout=10)
+    except Exception:  # a lost doorbell is tolerated by design; the data is committed
+        log.exception("channel layer announcement failed")
+
+
+def announce_on_commit(groups: list[str], message: dict) -> None:
+    transaction.on_commit(lambda: _send(groups, message))
