@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "django.contrib.syndication",
     "channels",
     "jobs",
+    "fleet",
     "incidents",
 ]
 
@@ -132,7 +133,7 @@ CELERY_BEAT_SCHEDULE: dict = {
 }
 CELERY_BEAT_SCHEDULE_FILENAME = os.getenv("CELERY_BEAT_SCHEDULE_FILENAME", str(BASE_DIR / ".celerybeat-schedule"))
 
-# Fleet and alerts (jobs/fleet.py, jobs/alerts.py). Rule thresholds are edited by staff at /alerts/rules/.
+# Fleet and alerts (fleet/services.py, fleet/alerts.py). Rule thresholds are edited by staff at /alerts/rules/.
 FLEET_HEARTBEAT_TIMEOUT = envint("FLEET_HEARTBEAT_TIMEOUT", 90)  # seconds without a heartbeat: silent
 FLEET_FORGET_AFTER_HOURS = envint("FLEET_FORGET_AFTER_HOURS", 24)  # then no longer shown
 FLEET_ERROR_RETENTION_DAYS = envint("FLEET_ERROR_RETENTION_DAYS", 7)  # error occurrences; signatures stay
@@ -140,12 +141,12 @@ ALERTS_EVALUATE_SECONDS = envint("ALERTS_EVALUATE_SECONDS", 30)
 ALERT_WEBHOOK_URL = os.getenv("ALERT_WEBHOOK_URL", "")  # Slack-compatible incoming webhook; empty: none
 ALERT_EMAIL = envbool("ALERT_EMAIL", "True")  # email active staff with an address
 CELERY_BEAT_SCHEDULE["alerts-evaluate"] = {
-    "task": "jobs.tasks.alerts_evaluate",
+    "task": "fleet.tasks.alerts_evaluate",
     "schedule": float(ALERTS_EVALUATE_SECONDS),
     # A backlog of evaluations is worthless: each one looks at the present.
     "options": {"expires": float(ALERTS_EVALUATE_SECONDS)},
 }
-CELERY_BEAT_SCHEDULE["fleet-prune"] = {"task": "jobs.tasks.fleet_prune", "schedule": 3600.0}
+CELERY_BEAT_SCHEDULE["fleet-prune"] = {"task": "fleet.tasks.fleet_prune", "schedule": 3600.0}
 
 # Status page (incidents/). Pages are cached until something public changes, and at most this long
 # (relative times and today's uptime bar move on by themselves).

@@ -8,5 +8,6 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("status/", include("incidents.urls")),
     path("api/v2/", include("incidents.api_urls")),
+    path("", include("fleet.urls")),  # before jobs: its <owner>/<repo>/ pattern would take /alerts/rules/
     path("", include("jobs.urls")),
 ]

@@ -15,7 +15,8 @@ from buildboard.lib.jsonapi import ApiError, api_view, field, integer, json_body
 from buildboard.lib.publish import enqueue
 
 from . import events, ingest, services, tasks
-from .models import ApiToken, Job, create_build
+from .auth import require_token, token_from
+from .models import Job, create_build
 from .openapi import OPENAPI
 from .states import parse_state
 
@@ -24,25 +25,8 @@ MAX_JOBS_PER_BUILD = 500
 MAX_PARTS_PER_REQUEST = 5000
 
 
-def _token_from(request: HttpRequest) -> ApiToken | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, secret = header.partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip():
-        return None
-    return ApiToken.objects.authenticate(secret.strip())
-
-
-def _require_token(request: HttpRequest) -> ApiToken:
-    if "Authorization" not in request.headers:
-        raise ApiError(401, "missing Authorization header; send 'Authorization: Bearer <token>'")
-    token = _token_from(request)
-    if token is None:
-        raise ApiError(401, "invalid or revoked API token")
-    return token
-
-
 def _get_job_for_worker(request: HttpRequest, job_id: int, *fields: str) -> Job:
-    _require_token(request)
+    require_token(request)
     try:  # get(), not first(): no ORDER BY to compile and run on the hottest path
         return Job.objects.only("id", "attempt", "cancel_requested", *fields).get(pk=job_id)
     except Job.DoesNotExist:
@@ -56,7 +40,7 @@ def _get_job_for_reader(request: HttpRequest, job_id: int) -> Job:
         raise ApiError(404, f"job {job_id} does not exist")
     if job.build.repository.visible_to(request.user):
         return job
-    if "Authorization" in request.headers and _token_from(request) is not None:
+    if "Authorization" in request.headers and token_from(request) is not None:
         return job
     raise ApiError(404, f"job {job_id} does not exist")
 
@@ -75,7 +59,7 @@ def _attempt(data: dict, job: Job) -> int:
 @require_POST
 @api_view
 def builds_create(request: HttpRequest) -> HttpResponse:
-    _require_token(request)
+    require_token(request)
     data = json_body(request)
     repository = text(data, "repository", max_length=201)
     if not REPOSITORY_SLUG.match(repository):

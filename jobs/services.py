@@ -1,9 +1,12 @@
 """Workflows that touch a job and its build together and announce the result."""
 
+from datetime import datetime, timedelta
+
 from django.db import transaction
 
 from . import events
 from .models import Build, Job
+from .states import JobState
 
 
 def build_refresh(*, build_id: int) -> None:
@@ -30,3 +33,29 @@ def job_cancel(*, job: Job) -> bool:
         return False
     events.announce_job(job)
     return True
+
+
+def jobs_error_stale(*, now: datetime, minutes: float, limit: int = 500) -> list[int]:
+    """Error running jobs without any state or log activity for `minutes`, saying why; returns their ids.
+
+    Each job is re-checked under its row lock, so a report that arrives meanwhile wins."""
+    cutoff = now - timedelta(minutes=minutes)
+    running = (JobState.RECEIVED, JobState.STARTED)
+    candidates = list(Job.objects.filter(state__in=running, last_activity_at__lt=cutoff)
+                      .order_by("last_activity_at").values_list("pk", flat=True)[:limit])
+    errored = []
+    for job_id in candidates:
+        with transaction.atomic():
+            job = Job.objects.select_for_update().filter(pk=job_id, state__in=running,
+                                                         last_activity_at__lt=cutoff).first()
+            if job is None:
+                continue
+            job.error_reason = (f"No state or log activity for {minutes:g} minutes "
+                                f"(last at {job.last_activity_at:%Y-%m-%d %H:%M:%S} UTC); errored by buildboard.")
+            job.state, job.finished_at = JobState.ERRORED, now
+            job.seq += 1
+            job.save(update_fields=["state", "finished_at", "error_reason", "seq"])
+            events.announce_job(job)
+            build_refresh(build_id=job.build_id)
+            errored.append(job_id)
+    return errored

@@ -1,11 +1,8 @@
 """Celery tasks that ingest worker reports. Idempotent, safe to run twice or out of order."""
 
-import smtplib
 from datetime import datetime
 
-import httpx
 from celery import shared_task
-from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.utils.dateparse import parse_datetime
 
@@ -73,59 +70,3 @@ def sweep_log_buffers() -> int:
             flush_log_parts.delay(job_id, token)
             count += 1
     return count
-
-
-# --- fleet and alerts ------------------------------------------------------------------------------
-
-ALERTS_LOCK = "alerts-evaluate-running"
-
-
-@shared_task(acks_late=True)
-def alerts_evaluate() -> None:
-    """Beat runs this every ALERTS_EVALUATE_SECONDS. A Redis lock skips a run while another is still busy,
-    so a slow evaluation does not pile up behind itself (each run looks at the present anyway)."""
-    from django.core.cache import cache
-
-    from . import alerts
-
-    if not cache.add(ALERTS_LOCK, "1", timeout=max(60, 4 * settings.ALERTS_EVALUATE_SECONDS)):
-        return
-    try:
-        alerts.alerts_evaluate()
-    finally:
-        cache.delete(ALERTS_LOCK)
-
-
-@shared_task(acks_late=True)
-def fleet_prune() -> None:
-    from django.utils import timezone
-
-    from . import fleet
-
-    fleet.fleet_prune(now=timezone.now())
-
-
-@shared_task(acks_late=True)
-def alert_notify(alert_id: int, event: str) -> None:
-    """Fan one alert event out to each configured channel; each channel retries on its own."""
-    if settings.ALERT_WEBHOOK_URL:
-        alert_send_webhook.delay(alert_id, event)
-    if settings.ALERT_EMAIL:
-        alert_send_email.delay(alert_id, event)
-
-
-NOTIFY_RETRY = {"retry_backoff": True, "retry_backoff_max": 600, "max_retries": 8}
-
-
-@shared_task(acks_late=True, autoretry_for=(httpx.HTTPError, DatabaseError), **NOTIFY_RETRY)
-def alert_send_webhook(alert_id: int, event: str) -> None:
-    from . import notify
-
-    notify.send_webhook(alert_id=alert_id, event=event)
-
-
-@shared_task(acks_late=True, autoretry_for=(OSError, smtplib.SMTPException, DatabaseError), **NOTIFY_RETRY)
-def alert_send_email(alert_id: int, event: str) -> None:
-    from . import notify
-
-    notify.send_email(alert_id=alert_id, event=event)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import api, fleet_api, fleet_views, views
+from . import api, views
 
 urlpatterns = [
     path("", views.home, name="jobs-home"),
@@ -17,16 +17,6 @@ urlpatterns = [
     path("api/v1/jobs/<int:job_id>/log", api.job_log_dispatch, name="api-job-log"),
     path("api/v1/jobs/<int:job_id>/restart", api.job_restart, name="api-job-restart"),
     path("api/v1/jobs/<int:job_id>/cancel", api.job_cancel, name="api-job-cancel"),
-    path("api/v1/workers/<str:name>/heartbeat", fleet_api.worker_heartbeat, name="api-worker-heartbeat"),
-    path("fleet/", fleet_views.fleet_page, name="fleet"),
-    path("fleet/live", fleet_views.fleet_fragment, name="fleet-live"),
-    path("fleet/queue", fleet_views.fleet_queue_action, name="fleet-queue"),
-    path("fleet/worker-drain", fleet_views.fleet_worker_drain, name="fleet-worker-drain"),
-    path("alerts/", fleet_views.alerts_page, name="alerts"),
-    path("alerts/rules/", fleet_views.alert_rules, name="alerts-rules"),
-    path("alerts/<int:alert_id>/", fleet_views.alert_detail, name="alerts-detail"),
-    path("alerts/<int:alert_id>/acknowledge", fleet_views.alert_acknowledge, name="alerts-acknowledge"),
-    path("alerts/<int:alert_id>/incident", fleet_views.alert_incident, name="alerts-incident"),
     path("<str:owner>/<str:name>.svg", views.badge, name="jobs-badge"),
     path("<str:owner>/<str:name>/", views.repository_detail, name="jobs-repository"),
 ]

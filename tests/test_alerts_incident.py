@@ -3,8 +3,8 @@
 import pytest
 from django.test import Client
 
+from fleet.models import Alert
 from incidents.models import Component, Incident
-from jobs.models import Alert
 
 pytestmark = pytest.mark.django_db
 

@@ -11,9 +11,10 @@ from django.db import IntegrityError, close_old_connections, transaction
 from django.utils import timezone
 
 from buildboard import celery_app
-from jobs import alerts, tasks
-from jobs.fleet import stale_jobs_error
-from jobs.models import Alert, AlertNotification, AlertRule, AlertState, Job
+from fleet import alerts, tasks
+from fleet.models import Alert, AlertNotification, AlertRule, AlertState
+from jobs.models import Job
+from jobs.services import jobs_error_stale
 from jobs.states import JobState
 
 
@@ -92,8 +93,8 @@ def test_stale_sweep_rechecks_each_job_so_fresh_activity_wins(make_build):
     long_ago = timezone.now() - timedelta(minutes=45)
     Job.objects.filter(pk__in=[j.pk for j in jobs]).update(state=JobState.STARTED, last_activity_at=long_ago)
     Job.objects.filter(pk=jobs[1].pk).update(last_activity_at=timezone.now())  # a log part just arrived
-    assert stale_jobs_error(now=timezone.now(), minutes=30) == [jobs[0].pk]
-    assert stale_jobs_error(now=timezone.now(), minutes=30) == []  # idempotent
+    assert jobs_error_stale(now=timezone.now(), minutes=30) == [jobs[0].pk]
+    assert jobs_error_stale(now=timezone.now(), minutes=30) == []  # idempotent
     jobs[0].refresh_from_db()
     assert jobs[0].state == JobState.ERRORED and jobs[0].finished_at is not None
     assert jobs[0].build.state == "running"  # the other job still runs
@@ -159,7 +160,7 @@ def test_staff_are_notified_by_webhook_and_email_when_an_alert_fires_and_resolve
     job = _queued_job(make_build, minutes_ago=16)
     now = timezone.now()
     with django_capture_on_commit_callbacks(execute=True):
-        alert = alerts.alerts_evaluate(now=now).fired[0]
+        alert = tasks.alerts_evaluate_and_notify(now=now).fired[0]
     (fired,) = receiver.received
     assert fired["text"].startswith("FIRING: 1 job(s) on builds.linux queued longer than 15 minutes")
     assert f"/alerts/{alert.pk}/|View alert>" in fired["text"]
@@ -170,7 +171,7 @@ def test_staff_are_notified_by_webhook_and_email_when_an_alert_fires_and_resolve
 
     Job.objects.filter(pk=job.pk).update(state=JobState.STARTED)
     with django_capture_on_commit_callbacks(execute=True):
-        alerts.alerts_evaluate(now=now + timedelta(minutes=6))
+        tasks.alerts_evaluate_and_notify(now=now + timedelta(minutes=6))
     assert receiver.received[1]["text"].startswith("RESOLVED:")
     assert "Resolved: condition clear for 5 minutes" in mail.outbox[1].body
 

@@ -10,9 +10,10 @@ import time_machine
 from django.test import Client
 from django.utils import timezone
 
-from jobs import tasks
+from fleet import tasks
+from fleet.models import Alert, AlertState
 from jobs.fleet_sim import Behaviour, SyntheticFleet
-from jobs.models import Alert, AlertState, Job
+from jobs.models import Job
 from jobs.states import JobState
 
 pytestmark = pytest.mark.django_db

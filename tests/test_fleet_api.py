@@ -7,8 +7,8 @@ import pytest
 import time_machine
 from django.utils import timezone
 
-from jobs import tasks
-from jobs.models import ErrorSignature, QueueSettings, Worker, WorkerError, error_signature
+from fleet import tasks
+from fleet.models import ErrorSignature, QueueSettings, Worker, WorkerError, error_signature
 
 pytestmark = pytest.mark.django_db
 

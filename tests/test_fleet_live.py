@@ -12,7 +12,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from jobs.routing import websocket_urlpatterns
+from fleet.routing import websocket_urlpatterns
 
 APP = URLRouter(websocket_urlpatterns)
 BEAT = {"version": "v2.5.0", "backend": "docker", "host": "ip-10-0-0-1", "queue": "builds.linux",

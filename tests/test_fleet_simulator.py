@@ -4,7 +4,8 @@ import httpx
 import pytest
 from django.utils import timezone
 
-from jobs.models import ErrorSignature, Job, QueueSettings, Worker
+from fleet.models import ErrorSignature, QueueSettings, Worker
+from jobs.models import Job
 from jobs.simulator import Fleet
 
 pytestmark = pytest.mark.django_db

@@ -7,8 +7,8 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from jobs import alerts
-from jobs.models import Alert, AlertRule, AlertState, QueueSettings, Worker
+from fleet import alerts
+from fleet.models import Alert, AlertRule, AlertState, QueueSettings, Worker
 
 pytestmark = pytest.mark.django_db
 

@@ -51,7 +51,8 @@ def seed(jobs: int, workers: int) -> None:
     from django.db import connection
     from django.utils import timezone
 
-    from jobs.models import Build, ErrorSignature, Job, Repository, Worker, WorkerError, error_signature
+    from fleet.models import ErrorSignature, Worker, WorkerError, error_signature
+    from jobs.models import Build, Job, Repository
 
     rng = random.Random(1)
     now = timezone.now()
@@ -119,8 +120,9 @@ def timed(fn, rounds: int) -> float:
 def measure(rounds: int, jobs: int) -> None:
     from django.utils import timezone
 
-    from jobs.alerts import alerts_evaluate
-    from jobs.models import Alert, Job
+    from fleet.alerts import alerts_evaluate
+    from fleet.models import Alert
+    from jobs.models import Job
 
     def baseline() -> None:
         Job.objects.filter(finished_at__gte=timezone.now() - timedelta(hours=1)).count()

@@ -7,9 +7,9 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from buildboard.lib.jsonapi import ApiError, api_view, field, integer, json_body, respond, text, timestamp
+from jobs.auth import require_token
 
-from . import fleet
-from .api import _require_token
+from . import services
 from .models import WorkerState
 
 WORKER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,254}$")
@@ -55,9 +55,9 @@ def parse_heartbeat(data: dict) -> tuple[dict, list[dict]]:
 @require_POST
 @api_view
 def worker_heartbeat(request: HttpRequest, name: str) -> HttpResponse:
-    _require_token(request)
+    require_token(request)
     if not WORKER_NAME.match(name):
         raise ApiError(400, "the worker name must be 1-255 letters, digits or _ . : @ -, starting with a letter "
                             "or digit")
     beat, errors = parse_heartbeat(json_body(request))
-    return respond(fleet.worker_heartbeat(name=name, beat=beat, errors=errors))
+    return respond(services.worker_heartbeat(name=name, beat=beat, errors=errors))

@@ -3,7 +3,9 @@
 Each rule looks at the database as of `now` and returns findings, one per subject (a queue, a queue's
 worker version, an error signature). Evaluation raises an alert for a new finding, refreshes the
 evidence of an open one, and resolves an open alert once its condition has stayed clear for the rule's
-`clear_minutes`. Every function takes `now`, so scenarios can replay time."""
+`clear_minutes`; it returns what fired and what resolved, and the task layer (fleet/tasks.py) sends the
+notifications. Every function takes `now`, so scenarios can replay time. Job facts come from
+jobs.queries, and stale jobs are errored through jobs.services."""
 
 import logging
 import math
@@ -12,28 +14,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Max, Min, Q
+from django.db.models import Count, Max, Min
 from django.utils import timezone
 
-from . import fleet
-from .models import (
-    Alert,
-    AlertRule,
-    AlertState,
-    ErrorSignature,
-    Job,
-    QueueSettings,
-    Worker,
-    WorkerError,
-    WorkerState,
-)
-from .states import JobState
+from jobs import queries as job_queries
+from jobs.services import jobs_error_stale
+
+from .events import announce_fleet
+from .models import Alert, AlertRule, ErrorSignature, QueueSettings, Worker, WorkerError, WorkerState
 
 log = logging.getLogger(__name__)
 
 SAMPLES = 10
-FAILED = (JobState.FAILED, JobState.ERRORED)
-DECIDED = (JobState.PASSED, JobState.FAILED, JobState.ERRORED)  # canceled says nothing about a worker
 
 
 @dataclass(frozen=True)
@@ -84,13 +76,6 @@ class Rule:
         raise NotImplementedError
 
 
-def _job_sample(job: Job) -> dict:
-    return {"id": job.pk, "url": job.get_absolute_url(), "state": job.state, "exit_code": job.exit_code,
-            "worker": job.worker, "worker_version": job.worker_version,
-            "finished_at": job.finished_at.isoformat() if job.finished_at else None,
-            "queued_at": job.queued_at.isoformat(), "error_reason": job.error_reason}
-
-
 def _worker_sample(w: Worker, now: datetime) -> dict:
     return {"name": w.name, "version": w.version, "state": w.state, "host": w.host, "pool_size": w.pool_size,
             "busy": w.busy, "state_since": w.state_since.isoformat(), "last_seen_at": w.last_seen_at.isoformat(),
@@ -120,24 +105,20 @@ class InconsistentJobs(Rule):
 
     def evaluate(self, p: dict, now: datetime) -> list[Finding]:
         since = now - timedelta(minutes=p["window_minutes"])
-        finished = Job.objects.filter(finished_at__gte=since, finished_at__lte=now)
-        groups = (finished.values("queue", "worker_version")
-                  .annotate(bad=Count("id", filter=Q(inconsistent=True)), total=Count("id"),
-                            onset=Min("finished_at", filter=Q(inconsistent=True)))
-                  .filter(bad__gte=p["min_jobs"]))
+        groups = job_queries.inconsistent_jobs_by_version(since=since, until=now, min_count=p["min_jobs"],
+                                                          samples=SAMPLES)
         findings = []
         for g in groups:
             queue, version = g["queue"], g["worker_version"] or "(unknown)"
-            bad_jobs = finished.filter(queue=g["queue"], worker_version=g["worker_version"], inconsistent=True)
             findings.append(Finding(
                 subject=f"{queue}@{version}", queue=queue, onset_at=g["onset"],
-                title=f"{g['bad']} jobs on {queue} {version} finished with a state that contradicts the exit code",
-                summary=(f"In the last {p['window_minutes']:g} minutes, {g['bad']} of {g['total']} finished jobs "
-                         f"run by worker version {version} on {queue} have a state that disagrees with their exit "
-                         "code (e.g. failed although the script exited 0)."),
-                evidence={"queue": queue, "worker_version": version, "inconsistent": g["bad"],
-                          "finished": g["total"], "window_minutes": p["window_minutes"],
-                          "jobs": [_job_sample(j) for j in bad_jobs.order_by("-finished_at")[:SAMPLES]]},
+                title=(f"{g['inconsistent']} jobs on {queue} {version} finished with a state that contradicts "
+                       "the exit code"),
+                summary=(f"In the last {p['window_minutes']:g} minutes, {g['inconsistent']} of {g['finished']} "
+                         f"finished jobs run by worker version {version} on {queue} have a state that disagrees "
+                         "with their exit code (e.g. failed although the script exited 0)."),
+                evidence={"queue": queue, "worker_version": version, "inconsistent": g["inconsistent"],
+                          "finished": g["finished"], "window_minutes": p["window_minutes"], "jobs": g["jobs"]},
             ))
         return findings
 
@@ -173,14 +154,7 @@ class VersionFailureRate(Rule):
     def evaluate(self, p: dict, now: datetime) -> list[Finding]:
         since = now - timedelta(minutes=p["window_minutes"])
         baseline_since = now - timedelta(hours=p["baseline_hours"])
-        decided = Job.objects.filter(state__in=DECIDED).exclude(worker_version="")
-
-        def tally(qs) -> dict[tuple[str, str], tuple[int, int]]:
-            rows = qs.values("queue", "worker_version").annotate(
-                n=Count("id"), f=Count("id", filter=Q(state__in=FAILED)))
-            return {(r["queue"], r["worker_version"]): (r["f"], r["n"]) for r in rows}
-
-        window = tally(decided.filter(finished_at__gte=since, finished_at__lte=now))
+        window = job_queries.decided_jobs_by_version(since=since, until=now)
         baseline = None
         findings = []
         for (queue, version), (failed, total) in sorted(window.items()):
@@ -191,7 +165,7 @@ class VersionFailureRate(Rule):
             reference = f"other versions of {queue} in the same {p['window_minutes']:g} minutes"
             if ref_total < p["min_jobs"]:
                 if baseline is None:
-                    baseline = tally(decided.filter(finished_at__gte=baseline_since, finished_at__lte=now))
+                    baseline = job_queries.decided_jobs_by_version(since=baseline_since, until=now)
                 others = [v for (q, v2), v in baseline.items() if q == queue and v2 != version]
                 ref_failed, ref_total = sum(v[0] for v in others), sum(v[1] for v in others)
                 reference = f"other versions of {queue} over the last {p['baseline_hours']:g} hours"
@@ -201,9 +175,8 @@ class VersionFailureRate(Rule):
             rate, ref_rate = failed / total, ref_failed / ref_total
             if p_value >= p["max_p_value"] or (rate - ref_rate) * 100 < p["min_difference_pct"]:
                 continue
-            failed_jobs = decided.filter(queue=queue, worker_version=version, state__in=FAILED,
-                                         finished_at__gte=since, finished_at__lte=now)
-            onset = failed_jobs.aggregate(first=Min("finished_at"))["first"]
+            onset, samples = job_queries.failed_jobs_of_version(queue=queue, worker_version=version, since=since,
+                                                                until=now, samples=SAMPLES)
             findings.append(Finding(
                 subject=f"{queue}@{version}", queue=queue, onset_at=onset,
                 title=f"{version} on {queue} fails {rate:.0%} of jobs against {ref_rate:.0%} for the rest",
@@ -214,7 +187,7 @@ class VersionFailureRate(Rule):
                           "rate": round(rate, 4), "reference": reference, "reference_failed": ref_failed,
                           "reference_finished": ref_total, "reference_rate": round(ref_rate, 4),
                           "z": round(z, 3), "p_value": p_value, "window_minutes": p["window_minutes"],
-                          "jobs": [_job_sample(j) for j in failed_jobs.order_by("-finished_at")[:SAMPLES]]},
+                          "jobs": samples},
             ))
         return findings
 
@@ -359,24 +332,23 @@ class QueuedTooLong(Rule):
               Param("min_jobs", 1, "Fire at this many jobs", 1))
 
     def evaluate(self, p: dict, now: datetime) -> list[Finding]:
-        waiting = Job.objects.filter(state__in=(JobState.CREATED, JobState.QUEUED),
-                                     queued_at__lt=now - timedelta(minutes=p["minutes"]))
+        groups = job_queries.queued_jobs_by_queue(queued_before=now - timedelta(minutes=p["minutes"]),
+                                                  min_count=p["min_jobs"], samples=SAMPLES)
         findings = []
-        for g in waiting.values("queue").annotate(n=Count("id"), oldest=Min("queued_at")).filter(n__gte=p["min_jobs"]):
+        for g in groups:
             queue = g["queue"]
             workers = list(Worker.objects.in_service(now).filter(queue=queue))
-            oldest = waiting.filter(queue=queue).order_by("queued_at")
             wait = (now - g["oldest"]).total_seconds() / 60
             findings.append(Finding(
                 subject=queue, queue=queue, onset_at=g["oldest"],
-                title=f"{g['n']} job(s) on {queue} queued longer than {p['minutes']:g} minutes",
-                summary=(f"{g['n']} job(s) on {queue} have waited more than {p['minutes']:g} minutes for a worker; "
+                title=f"{g['count']} job(s) on {queue} queued longer than {p['minutes']:g} minutes",
+                summary=(f"{g['count']} job(s) on {queue} have waited more than {p['minutes']:g} minutes for a worker; "
                          f"the oldest for {wait:.0f} minutes. In service: {len(workers)} instance(s), "
                          f"{sum(w.busy for w in workers)} of {sum(w.pool_size for w in workers)} slots busy."),
-                evidence={"queue": queue, "count": g["n"], "oldest_queued_at": g["oldest"].isoformat(),
+                evidence={"queue": queue, "count": g["count"], "oldest_queued_at": g["oldest"].isoformat(),
                           "oldest_wait_minutes": round(wait, 1),
                           "capacity": sum(w.pool_size for w in workers), "busy": sum(w.busy for w in workers),
-                          "jobs": [_job_sample(j) for j in oldest[:SAMPLES]]},
+                          "jobs": g["jobs"]},
             ))
         return findings
 
@@ -393,22 +365,18 @@ class StaleJobs(Rule):
 
     def evaluate(self, p: dict, now: datetime) -> list[Finding]:
         since = now - timedelta(minutes=p["window_minutes"])
-        swept = Job.objects.filter(state=JobState.ERRORED, finished_at__gte=since, finished_at__lte=now)
-        swept = swept.exclude(error_reason="")
-        groups = swept.values("queue").annotate(n=Count("id"), first=Min("last_activity_at"))
+        groups = job_queries.stale_errored_jobs_by_queue(since=since, until=now, min_count=p["min_jobs"],
+                                                         samples=SAMPLES)
         findings = []
-        for g in groups.filter(n__gte=p["min_jobs"]):
+        for g in groups:
             queue = g["queue"]
-            jobs = list(swept.filter(queue=queue).order_by("-finished_at")[:SAMPLES])
-            workers = Counter(swept.filter(queue=queue).values_list("worker", flat=True))
             findings.append(Finding(
-                subject=queue, queue=queue, onset_at=g["first"],
-                title=f"{g['n']} stale job(s) on {queue} errored",
-                summary=(f"{g['n']} running job(s) on {queue} showed no state or log activity for "
+                subject=queue, queue=queue, onset_at=g["first_activity"],
+                title=f"{g['count']} stale job(s) on {queue} errored",
+                summary=(f"{g['count']} running job(s) on {queue} showed no state or log activity for "
                          f"{p['stale_minutes']:g} minutes and were errored in the last {p['window_minutes']:g} "
                          f"minutes."),
-                evidence={"queue": queue, "count": g["n"], "workers": dict(workers.most_common(SAMPLES)),
-                          "jobs": [_job_sample(j) for j in jobs]},
+                evidence={"queue": queue, "count": g["count"], "workers": g["workers"], "jobs": g["jobs"]},
             ))
         return findings
 
@@ -455,12 +423,6 @@ def alert_rule_update(*, kind: str, enabled: bool, raw: dict, user, now: datetim
 # --- lifecycle -------------------------------------------------------------------------------------
 
 
-def _notify_on_commit(alert_id: int, event: str) -> None:
-    from . import tasks  # tasks import this module
-
-    transaction.on_commit(lambda: tasks.alert_notify.delay(alert_id, event))
-
-
 def _alert_raise(kind: str, finding: Finding, now: datetime) -> Alert | None:
     """Open an alert for the finding, or refresh the open one; returns the alert if newly fired."""
     fields = {"title": finding.title[:255], "summary": finding.summary,
@@ -475,8 +437,7 @@ def _alert_raise(kind: str, finding: Finding, now: datetime) -> Alert | None:
             except IntegrityError:
                 alert = Alert.objects.open().select_for_update().get(rule=kind, subject=finding.subject)
             else:
-                _notify_on_commit(alert.pk, AlertState.FIRING)
-                fleet.announce_fleet("alert", alert=alert.pk)
+                announce_fleet("alert", alert=alert.pk)
                 return alert
         for name, value in fields.items():
             setattr(alert, name, value)
@@ -488,8 +449,7 @@ def _alert_raise(kind: str, finding: Finding, now: datetime) -> Alert | None:
 def alert_resolve(*, alert: Alert, now: datetime, resolution: str) -> bool:
     if not alert.resolve(now, resolution):
         return False
-    _notify_on_commit(alert.pk, AlertState.RESOLVED)
-    fleet.announce_fleet("alert", alert=alert.pk)
+    announce_fleet("alert", alert=alert.pk)
     return True
 
 
@@ -497,25 +457,27 @@ def alert_resolve(*, alert: Alert, now: datetime, resolution: str) -> bool:
 def alert_acknowledge(*, alert: Alert, user, now: datetime | None = None) -> bool:
     if not alert.acknowledge(user, now or timezone.now()):
         return False
-    fleet.announce_fleet("alert", alert=alert.pk)
+    announce_fleet("alert", alert=alert.pk)
     return True
 
 
 @dataclass
 class Evaluation:
+    """What one evaluation changed: the caller notifies staff of what fired and resolved."""
+
     fired: list[Alert] = field(default_factory=list)
     resolved: list[Alert] = field(default_factory=list)
     stale_errored: list[int] = field(default_factory=list)
 
 
 def alerts_evaluate(*, now: datetime | None = None) -> Evaluation:
-    """Run every rule as of `now`: sweep stale jobs, raise, refresh and resolve alerts."""
+    """Run every rule as of `now`: sweep stale jobs, raise, refresh and resolve alerts. Notifies no one."""
     now = now or timezone.now()
     result = Evaluation()
     rows = rule_rows()
     if rows[StaleJobs.kind].enabled:
         minutes = rule_params(StaleJobs.kind, rows[StaleJobs.kind])["stale_minutes"]
-        result.stale_errored = fleet.stale_jobs_error(now=now, minutes=minutes)
+        result.stale_errored = jobs_error_stale(now=now, minutes=minutes)
     for kind, rule in RULES.items():
         params = rule_params(kind, rows[kind])
         try:

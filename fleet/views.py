@@ -13,8 +13,9 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import alerts, fleet
+from . import alerts, services
 from .models import Alert, AlertState, Worker
+from .overview import fleet_overview
 
 MAX_CAPACITY = 1_000_000
 
@@ -38,7 +39,7 @@ def _fleet_context() -> dict:
     starting_minutes = alerts.rule_params(alerts.StuckStarting.kind)["starting_minutes"]
     return {
         "now": now,
-        "queues": fleet.fleet_overview(now=now, starting_minutes=starting_minutes),
+        "queues": fleet_overview(now=now, starting_minutes=starting_minutes),
         "open_alerts": Alert.objects.open().order_by("-fired_at")[:20],
         "heartbeat_timeout": settings.FLEET_HEARTBEAT_TIMEOUT,
         "starting_minutes": starting_minutes,
@@ -48,14 +49,14 @@ def _fleet_context() -> dict:
 @require_GET
 @staff_required
 def fleet_page(request: HttpRequest) -> HttpResponse:
-    return render(request, "jobs/fleet.html", _fleet_context())
+    return render(request, "fleet/fleet.html", _fleet_context())
 
 
 @require_GET
 @staff_required
 def fleet_fragment(request: HttpRequest) -> HttpResponse:
     """The live part of the fleet page, refetched by static/js/fleet.js when the doorbell rings."""
-    return render(request, "jobs/fleet_live.html", _fleet_context())
+    return render(request, "fleet/fleet_live.html", _fleet_context())
 
 
 def _clean_queue_settings(post) -> tuple[dict, list[str]]:
@@ -88,15 +89,15 @@ def fleet_queue_action(request: HttpRequest) -> HttpResponse:
         for error in errors:
             messages.error(request, error)
         if not errors:
-            fleet.queue_settings_update(queue=queue, user=request.user, **changes)
+            services.queue_settings_update(queue=queue, user=request.user, **changes)
             wanted = changes["desired_version"] or "no particular version"
             messages.success(request, f"{queue}: desired version {wanted}, expected capacity "
                                       f"{changes['expected_capacity'] or 'not set'}.")
     elif action in ("drain", "undrain"):
-        fleet.queue_settings_update(queue=queue, user=request.user, drain=action == "drain")
+        services.queue_settings_update(queue=queue, user=request.user, drain=action == "drain")
         messages.success(request, f"{queue}: {'draining every instance' if action == 'drain' else 'drain lifted'}.")
     elif action == "drain_others":
-        count = fleet.queue_drain_other_versions(queue=queue)
+        count = services.queue_drain_other_versions(queue=queue)
         messages.success(request, f"{queue}: asked {count} instance(s) not on the desired version to drain.")
     else:
         messages.error(request, "Unknown action.")
@@ -108,7 +109,7 @@ def fleet_queue_action(request: HttpRequest) -> HttpResponse:
 def fleet_worker_drain(request: HttpRequest) -> HttpResponse:
     worker = get_object_or_404(Worker, name=request.POST.get("worker", ""))
     drain = request.POST.get("drain") == "1"
-    fleet.worker_drain_set(worker=worker, drain=drain)
+    services.worker_drain_set(worker=worker, drain=drain)
     messages.success(request, f"{worker.name}: {'asked to drain' if drain else 'drain lifted'}.")
     return redirect("fleet")
 
@@ -125,7 +126,7 @@ def alerts_page(request: HttpRequest) -> HttpResponse:
     page = Paginator(history.order_by("-fired_at", "-id"), 50).get_page(request.GET.get("page"))
     ctx = {"open_alerts": Alert.objects.open().order_by("-fired_at"), "page": page, "rules": alerts.RULES,
            "states": AlertState.values, "filters": {"state": state, "rule": rule}}
-    return render(request, "jobs/alerts.html", ctx)
+    return render(request, "fleet/alerts.html", ctx)
 
 
 def _evidence_sections(evidence: dict) -> dict:
@@ -151,7 +152,7 @@ def alert_detail(request: HttpRequest, alert_id: int) -> HttpResponse:
     rule = alerts.RULES.get(alert.rule)
     ctx = {"alert": alert, "rule": rule, "evidence": _evidence_sections(alert.evidence),
            "earlier": Alert.objects.filter(rule=alert.rule, subject=alert.subject).exclude(pk=alert.pk)[:10]}
-    return render(request, "jobs/alert_detail.html", ctx)
+    return render(request, "fleet/alert_detail.html", ctx)
 
 
 @require_POST
@@ -194,4 +195,4 @@ def alert_rules(request: HttpRequest) -> HttpResponse:
             values = {p.name: request.POST.get(p.name, "") for p in rule.all_params()}
         rules.append({"rule": rule, "row": rows[kind], "errors": errors.get(kind, []),
                       "params": [(p, values[p.name]) for p in rule.all_params()]})
-    return render(request, "jobs/alert_rules.html", {"rules": rules}, status=400 if any(errors.values()) else 200)
+    return render(request, "fleet/alert_rules.html", {"rules": rules}, status=400 if any(errors.values()) else 200)

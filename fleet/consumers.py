@@ -2,7 +2,7 @@
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from .fleet import FLEET_GROUP
+from .events import FLEET_GROUP
 
 
 class FleetConsumer(AsyncJsonWebsocketConsumer):

@@ -1,36 +1,18 @@
-"""The fleet of workers: heartbeat ingestion, the per-queue picture staff see, and sweeping stale jobs.
+"""The fleet of workers: heartbeat ingestion, what staff want of each queue, and housekeeping.
 
 Heartbeats are ingested synchronously, unlike job reports: a heartbeat is one small upsert, its
 response (desired version, drain) has to be read from the database anyway, and a fleet view that
 lags behind a backed-up Celery queue would hide exactly the outage it is meant to show."""
 
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from collections import defaultdict
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count
 from django.utils import timezone
 
-from . import events, services
-from .models import (
-    ErrorSignature,
-    Job,
-    QueueSettings,
-    Worker,
-    WorkerError,
-    WorkerState,
-    error_signature,
-)
-from .states import JobState
-
-FLEET_GROUP = "fleet"
-
-
-def announce_fleet(reason: str, **details) -> None:
-    """Ring the fleet page's doorbell after commit; the page refetches its fragment from the database."""
-    events.announce_on_commit([FLEET_GROUP], {"type": "fleet.changed", "reason": reason, **details})
+from .events import announce_fleet
+from .models import ErrorSignature, QueueSettings, Worker, WorkerError, WorkerState, error_signature
 
 
 def _locked_worker(name: str, beat: dict, now: datetime) -> Worker:
@@ -133,125 +115,7 @@ def queue_drain_other_versions(*, queue: str, now: datetime | None = None) -> in
     return count
 
 
-# --- the picture on the fleet page ----------------------------------------------------------------
-
-
-@dataclass
-class VersionRow:
-    version: str
-    states: Counter = field(default_factory=Counter)
-    capacity: int = 0
-    busy: int = 0
-    silent: int = 0
-
-    @property
-    def in_service(self) -> int:
-        return self.states[WorkerState.IN_SERVICE]
-
-
-@dataclass
-class QueueView:
-    queue: str
-    settings: QueueSettings
-    workers: list[Worker]
-    versions: list[VersionRow]
-    capacity: int
-    busy: int
-    silent: list[Worker]
-    stuck: list[Worker]
-    errors: list[ErrorSignature]  # each with .recent_count: occurrences within the error window
-
-    @property
-    def desired_in_service(self) -> int:
-        wanted = self.settings.desired_version
-        return sum(v.in_service for v in self.versions if v.version == wanted) if wanted else 0
-
-    @property
-    def in_service(self) -> int:
-        return sum(v.in_service for v in self.versions)
-
-    @property
-    def capacity_short(self) -> bool:
-        return bool(self.settings.expected_capacity) and self.capacity < self.settings.expected_capacity
-
-    @property
-    def busy_percent(self) -> int:
-        return round(100 * self.busy / self.capacity) if self.capacity else 0
-
-
-def fleet_overview(*, now: datetime, starting_minutes: float, error_window_minutes: float = 60) -> list[QueueView]:
-    """Every queue with a recent worker or staff settings, as the fleet page shows it."""
-    workers = list(Worker.objects.recent(now).order_by("queue", "version", "name"))
-    by_queue: dict[str, list[Worker]] = defaultdict(list)
-    for w in workers:
-        by_queue[w.queue].append(w)
-    queue_rows = {q.queue: q for q in QueueSettings.objects.all()}
-    error_cutoff = now - timedelta(hours=settings.FLEET_FORGET_AFTER_HOURS)
-    errors_by_queue: dict[str, list[ErrorSignature]] = defaultdict(list)
-    recent = _count_by_signature(now - timedelta(minutes=error_window_minutes))
-    for sig in ErrorSignature.objects.filter(last_seen_at__gte=error_cutoff).order_by("-last_seen_at"):
-        sig.recent_count = recent.get(sig.pk, 0)
-        errors_by_queue[sig.queue].append(sig)
-    views = []
-    for queue in sorted(set(by_queue) | set(queue_rows)):
-        rows: dict[str, VersionRow] = {}
-        capacity = busy = 0
-        silent, stuck = [], []
-        for w in by_queue.get(queue, []):
-            row = rows.setdefault(w.version, VersionRow(w.version))
-            if w.is_silent(now):
-                row.silent += 1
-                silent.append(w)
-                continue
-            row.states[w.state] += 1
-            if w.state == WorkerState.IN_SERVICE:
-                row.capacity += w.pool_size
-                row.busy += w.busy
-                capacity += w.pool_size
-                busy += w.busy
-            if w.is_stuck_starting(now, starting_minutes):
-                stuck.append(w)
-        views.append(QueueView(
-            queue=queue, settings=queue_rows.get(queue) or QueueSettings(queue=queue),
-            workers=by_queue.get(queue, []), versions=sorted(rows.values(), key=lambda r: r.version),
-            capacity=capacity, busy=busy, silent=silent, stuck=stuck,
-            errors=errors_by_queue.get(queue, [])[:20],
-        ))
-    return views
-
-
-def _count_by_signature(since: datetime) -> dict[int, int]:
-    rows = WorkerError.objects.filter(at__gte=since).values("signature_id").annotate(n=Count("id"))
-    return {r["signature_id"]: r["n"] for r in rows}
-
-
 # --- housekeeping ---------------------------------------------------------------------------------
-
-
-def stale_jobs_error(*, now: datetime, minutes: float, limit: int = 500) -> list[int]:
-    """Error running jobs without any state or log activity for `minutes`; returns their ids.
-
-    Each job is re-checked under its row lock, so a report that arrives meanwhile wins."""
-    cutoff = now - timedelta(minutes=minutes)
-    running = (JobState.RECEIVED, JobState.STARTED)
-    candidates = list(Job.objects.filter(state__in=running, last_activity_at__lt=cutoff)
-                      .order_by("last_activity_at").values_list("pk", flat=True)[:limit])
-    errored = []
-    for job_id in candidates:
-        with transaction.atomic():
-            job = Job.objects.select_for_update().filter(pk=job_id, state__in=running,
-                                                         last_activity_at__lt=cutoff).first()
-            if job is None:
-                continue
-            job.error_reason = (f"No state or log activity for {minutes:g} minutes "
-                                f"(last at {job.last_activity_at:%Y-%m-%d %H:%M:%S} UTC); errored by buildboard.")
-            job.state, job.finished_at = JobState.ERRORED, now
-            job.seq += 1
-            job.save(update_fields=["state", "finished_at", "error_reason", "seq"])
-            events.announce_job(job)
-            services.build_refresh(build_id=job.build_id)
-            errored.append(job_id)
-    return errored
 
 
 def fleet_prune(*, now: datetime) -> int:
