@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "jobs",
     "fleet",
     "incidents",
+    "devtools",
 ]
 
 MIDDLEWARE = [

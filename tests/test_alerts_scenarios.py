@@ -10,9 +10,9 @@ import time_machine
 from django.test import Client
 from django.utils import timezone
 
+from devtools.fleet_sim import Behaviour, SyntheticFleet
 from fleet import tasks
 from fleet.models import Alert, AlertState
-from jobs.fleet_sim import Behaviour, SyntheticFleet
 from jobs.models import Job
 from jobs.states import JobState
 

@@ -55,8 +55,8 @@ def test_report_travels_from_http_through_celery_to_database_and_channel_layer(l
 
 
 def test_demo_fleet_reports_whole_builds_through_the_api(live_system, token):
+    from devtools.simulator import Fleet
     from jobs.models import Build
-    from jobs.simulator import Fleet
 
     Fleet(live_system, token, rate=600, workers=4, seed=7, line_delay=0.001).run(builds=2)
     builds = wait_until(lambda: list(Build.objects.filter(state__in=["passed", "failed", "errored"]))

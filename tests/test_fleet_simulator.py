@@ -4,9 +4,9 @@ import httpx
 import pytest
 from django.utils import timezone
 
+from devtools.simulator import Fleet
 from fleet.models import ErrorSignature, QueueSettings, Worker
 from jobs.models import Job
-from jobs.simulator import Fleet
 
 pytestmark = pytest.mark.django_db
 

@@ -2,7 +2,7 @@
 
 Scenario tests drive it with Django's test client and a travelling clock, so half an hour of fleet
 life takes seconds and "the alert fired N minutes after onset" can be measured; the demo fleet
-(jobs/simulator.py) shares its error messages. Nothing here touches the database directly."""
+(devtools/simulator.py) shares its error messages. Nothing here touches the database directly."""
 
 import random
 import uuid

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from jobs.simulator import Fleet
+from devtools.simulator import Fleet
 
 
 class Command(BaseCommand):
