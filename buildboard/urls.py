@@ -6,6 +6,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("oidc/", include("mozilla_django_oidc.urls")),
+    path("", include("accounts.urls")),
     path("status/", include("incidents.urls")),
     path("api/v2/", include("incidents.api_urls")),
     path("", include("fleet.urls")),  # before jobs: its <owner>/<repo>/ pattern would take /alerts/rules/

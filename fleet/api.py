@@ -6,8 +6,9 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from accounts import permissions
+from accounts.tokens import require_token
 from buildboard.lib.jsonapi import ApiError, api_view, field, integer, json_body, respond, text, timestamp
-from jobs.auth import require_token
 
 from . import services
 from .models import WorkerState
@@ -55,9 +56,11 @@ def parse_heartbeat(data: dict) -> tuple[dict, list[dict]]:
 @require_POST
 @api_view
 def worker_heartbeat(request: HttpRequest, name: str) -> HttpResponse:
-    require_token(request)
+    token = require_token(request)
     if not WORKER_NAME.match(name):
         raise ApiError(400, "the worker name must be 1-255 letters, digits or _ . : @ -, starting with a letter "
                             "or digit")
     beat, errors = parse_heartbeat(json_body(request))
+    if not permissions.token_may_heartbeat(token, beat["queue"]):
+        raise ApiError(403, f"this {token.kind} token may not heartbeat for queue {beat['queue']}")
     return respond(services.worker_heartbeat(name=name, beat=beat, errors=errors))

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import ApiToken, Build, Job, LogPart, Repository
+from .models import Build, Job, LogPart, Repository
 
 
 @admin.register(Repository)
@@ -39,9 +39,3 @@ class LogPartAdmin(admin.ModelAdmin):
     list_display = ("job", "attempt", "number", "final", "created_at")
     raw_id_fields = ("job",)
 
-
-@admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ("name", "prefix", "created_at", "last_used_at", "revoked")
-    readonly_fields = ("prefix", "hashed_secret", "created_at", "last_used_at")
-    list_filter = ("revoked",)

@@ -11,11 +11,13 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from accounts import permissions
+from accounts.models import ApiToken, TokenKind
+from accounts.tokens import require_token, token_from
 from buildboard.lib.jsonapi import ApiError, api_view, field, integer, json_body, respond, text, timestamp
 from buildboard.lib.publish import enqueue
 
 from . import events, ingest, services, tasks
-from .auth import require_token, token_from
 from .models import Job, create_build
 from .openapi import OPENAPI
 from .states import parse_state
@@ -25,24 +27,61 @@ MAX_JOBS_PER_BUILD = 500
 MAX_PARTS_PER_REQUEST = 5000
 
 
+def _require_build_scope(token: ApiToken, repository: str) -> None:
+    owner, _, name = repository.partition("/")
+    if not permissions.token_may_create_build(token, owner, name):
+        raise ApiError(403, f"this {token.kind} token may not create builds in {repository}")
+
+
 def _get_job_for_worker(request: HttpRequest, job_id: int, *fields: str) -> Job:
-    require_token(request)
+    """A job the token may report for (its queue, or its repositories); others do not exist for it."""
+    token = require_token(request)
+    jobs = Job.objects.only("id", "attempt", "cancel_requested", "queue", *fields)
+    if token.kind == TokenKind.BUILD:  # only build tokens need the repository; workers go by the queue
+        jobs = jobs.select_related("build__repository").only(
+            "id", "attempt", "cancel_requested", "queue", "build__repository__owner", "build__repository__name",
+            *fields)
     try:  # get(), not first(): no ORDER BY to compile and run on the hottest path
-        return Job.objects.only("id", "attempt", "cancel_requested", *fields).get(pk=job_id)
+        job = jobs.get(pk=job_id)
     except Job.DoesNotExist:
         raise ApiError(404, f"job {job_id} does not exist") from None
+    repository = job.build.repository if token.kind == TokenKind.BUILD else None
+    if not permissions.token_may_report(token, queue=job.queue, owner=repository.owner if repository else "",
+                                        name=repository.name if repository else ""):
+        raise ApiError(404, f"job {job_id} does not exist")
+    return job
 
 
 def _get_job_for_reader(request: HttpRequest, job_id: int) -> Job:
-    """A job the caller may read: public, or the caller is staff or holds a token. Else 404."""
+    """A job the caller may read: its user may (public, a role, staff), or its token may. Else 404."""
     job = Job.objects.select_related("build__repository").filter(pk=job_id).first()
     if job is None:
         raise ApiError(404, f"job {job_id} does not exist")
-    if job.build.repository.visible_to(request.user):
+    repository = job.build.repository
+    if permissions.can_read(request.user, repository):
         return job
-    if "Authorization" in request.headers and token_from(request) is not None:
-        return job
+    if "Authorization" in request.headers:
+        token = token_from(request)
+        if token is not None and permissions.token_may_read(token, repository):
+            return job
     raise ApiError(404, f"job {job_id} does not exist")
+
+
+def _get_job_for_operator(request: HttpRequest, job_id: int) -> tuple[Job, ApiToken]:
+    """A job the token may cancel or restart: 404 if it may not read it, 403 if it may only read it."""
+    token = require_token(request)
+    job = Job.objects.select_related("build__repository").filter(pk=job_id).first()
+    if job is None or not (permissions.token_may_read(token, job.build.repository)
+                           or _may_report(token, job)):
+        raise ApiError(404, f"job {job_id} does not exist")
+    if not permissions.token_may_operate(token, job.build.repository):
+        raise ApiError(403, f"this {token.kind} token may not cancel or restart jobs of {job.build.repository}")
+    return job, token
+
+
+def _may_report(token: ApiToken, job: Job) -> bool:
+    return permissions.token_may_report(token, queue=job.queue, owner=job.build.repository.owner,
+                                        name=job.build.repository.name)
 
 
 def _attempt(data: dict, job: Job) -> int:
@@ -59,11 +98,12 @@ def _attempt(data: dict, job: Job) -> int:
 @require_POST
 @api_view
 def builds_create(request: HttpRequest) -> HttpResponse:
-    require_token(request)
+    token = require_token(request)
     data = json_body(request)
     repository = text(data, "repository", max_length=201)
     if not REPOSITORY_SLUG.match(repository):
         raise ApiError(400, "'repository' must look like owner/name")
+    _require_build_scope(token, repository)
     jobs = field(data, "jobs", list)
     if not jobs:
         raise ApiError(400, "'jobs' must list at least one job")
@@ -220,8 +260,8 @@ def job_log_txt(request: HttpRequest, job_id: int) -> HttpResponse:
 @require_POST
 @api_view
 def job_restart(request: HttpRequest, job_id: int) -> HttpResponse:
-    job = _get_job_for_worker(request, job_id, "state", "build_id")
-    if not services.job_restart(job=job):
+    job, token = _get_job_for_operator(request, job_id)
+    if not services.job_restart(job=job, actor=token):
         raise ApiError(409, f"job {job_id} is still {job.state}; only a finished job can be restarted")
     return respond({"id": job.pk, "attempt": job.attempt, "state": job.state}, status=202)
 
@@ -230,8 +270,8 @@ def job_restart(request: HttpRequest, job_id: int) -> HttpResponse:
 @require_POST
 @api_view
 def job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
-    job = _get_job_for_worker(request, job_id, "state", "build_id")
-    if not services.job_cancel(job=job):
+    job, token = _get_job_for_operator(request, job_id)
+    if not services.job_cancel(job=job, actor=token):
         raise ApiError(409, f"job {job_id} has already finished ({job.state})")
     return respond({"id": job.pk, "cancel_requested": True}, status=202)
 

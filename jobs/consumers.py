@@ -9,6 +9,9 @@ from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from accounts import permissions
+from accounts.live import access_group
+
 from . import events
 from .models import Build, Job
 
@@ -21,10 +24,6 @@ def in_thread(function):
     """Run a database read in the thread pool rather than in the one thread that all sync views share,
     so many viewers opening pages at once do not queue behind (or in front of) the worker API."""
     return database_sync_to_async(function, thread_sensitive=False)
-
-
-def _is_staff(user) -> bool:
-    return bool(user and user.is_authenticated and user.is_staff)
 
 
 def _query_int(scope: dict, name: str, default: int) -> int:
@@ -43,7 +42,7 @@ class ForwardingConsumer(AsyncJsonWebsocketConsumer):
     log wait behind its own viewers. Forwarding never touches the database. Frame types without a
     handler are ignored, so a new kind of announcement on a shared group closes no sockets."""
 
-    forwarded = frozenset({"job.state", "log.parts", "build.state"})
+    forwarded = frozenset({"job.state", "log.parts", "build.state", "access.changed"})
 
     async def dispatch(self, message: dict) -> None:
         handler = getattr(self, get_handler_name(message), None)
@@ -55,22 +54,46 @@ class ForwardingConsumer(AsyncJsonWebsocketConsumer):
             await super().dispatch(message)
 
 
+    async def join(self, *groups: str) -> None:
+        """Join the groups, and the user's own access group: a changed role re-checks this socket."""
+        user = self.scope.get("user")
+        self.groups = [*groups, *([access_group(user.pk)] if user is not None and user.is_authenticated else [])]
+        for group in self.groups:
+            await self.channel_layer.group_add(group, self.channel_name)
+
+    async def leave(self) -> None:
+        for group in self.groups:
+            await self.channel_layer.group_discard(group, self.channel_name)
+        self.groups = []
+
+    async def access_changed(self, event: dict) -> None:
+        """The user's roles changed: re-read them (one query per change, not per frame)."""
+        permissions.forget_access(self.scope["user"])
+        if not await in_thread(self.still_visible)():
+            await self.leave()
+            await self.close(code=4404)
+
+    def still_visible(self) -> bool:
+        return True
+
+
 class JobConsumer(ForwardingConsumer):
     """Live state and log frames of one job: `?after=N` first replays stored parts after N."""
 
     async def connect(self) -> None:
-        job_id = self.scope["url_route"]["kwargs"]["job_id"]
-        self.groups = [events.job_group(job_id)]
-        await self.channel_layer.group_add(self.groups[0], self.channel_name)
-        frames = await in_thread(self._first_frames)(job_id, _query_int(self.scope, "after", -1))
+        self.job_id = self.scope["url_route"]["kwargs"]["job_id"]
+        await self.join(events.job_group(self.job_id))
+        frames = await in_thread(self._first_frames)(self.job_id, _query_int(self.scope, "after", -1))
         if frames is None:
-            await self.channel_layer.group_discard(self.groups[0], self.channel_name)
-            self.groups = []
+            await self.leave()
             await self.close(code=4404)
             return
         await self.accept()
         for frame in frames:
             await self.send_json(frame)
+
+    def still_visible(self) -> bool:
+        return Job.objects.visible_to(self.scope["user"]).filter(pk=self.job_id).exists()
 
     def _first_frames(self, job_id: int, after: int) -> list[dict] | None:
         """The job's current state and its stored parts after `after`; None if the user may not see it."""
@@ -112,16 +135,15 @@ class BuildConsumer(ForwardingConsumer):
     """State frames of one build and its jobs, for the build page."""
 
     async def connect(self) -> None:
-        build_id = self.scope["url_route"]["kwargs"]["build_id"]
-        visible = await in_thread(
-            lambda: Build.objects.visible_to(self.scope["user"]).filter(pk=build_id).exists()
-        )()
-        if not visible:
+        self.build_id = self.scope["url_route"]["kwargs"]["build_id"]
+        if not await in_thread(self.still_visible)():
             await self.close(code=4404)
             return
-        self.groups = [events.build_group(build_id)]
-        await self.channel_layer.group_add(self.groups[0], self.channel_name)
+        await self.join(events.build_group(self.build_id))
         await self.accept()
+
+    def still_visible(self) -> bool:
+        return Build.objects.visible_to(self.scope["user"]).filter(pk=self.build_id).exists()
 
     async def job_state(self, event: dict) -> None:
         await self.send_json(event)
@@ -133,16 +155,25 @@ class BuildConsumer(ForwardingConsumer):
 class BuildsConsumer(ForwardingConsumer):
     """Build state frames of all repositories, for the home and repository pages.
 
-    The all-group carries private repositories too, so frames are filtered per viewer: only staff
-    get frames of private repositories, and frames that do not say whether they are private."""
+    The all-group carries private repositories too, so frames are filtered per viewer, in memory: the
+    viewer's access is read once on connect (and again when their roles change), never per frame.
+    A frame that does not say whose and whether private goes to nobody but staff."""
 
     async def connect(self) -> None:
-        self.staff = _is_staff(self.scope["user"])
-        self.groups = [events.ALL_GROUP]
-        await self.channel_layer.group_add(events.ALL_GROUP, self.channel_name)
+        await self.refresh_access()
+        await self.join(events.ALL_GROUP)
         await self.accept()
 
+    async def refresh_access(self) -> None:
+        self.access = await in_thread(permissions.access_for)(self.scope["user"])
+
+    async def access_changed(self, event: dict) -> None:
+        permissions.forget_access(self.scope["user"])
+        await self.refresh_access()
+
     async def build_state(self, event: dict) -> None:
-        if self.staff or event.get("private") is False:
+        private = event.get("private")
+        if self.access.staff or private is False or (
+                private is True and self.access.may_read(event.get("owner", ""), event.get("name", ""), True)):
             await self.send_json(event)
 

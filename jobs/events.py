@@ -42,6 +42,8 @@ def build_state_frame(build) -> dict:
         "build_id": build.pk,
         "repository": build.repository.slug if "repository" in build._state.fields_cache else None,
         "repository_id": build.repository_id,
+        "owner": build.repository.owner,
+        "name": build.repository.name,
         # Consumers of the all-builds group filter on this, so anonymous viewers never see private work.
         "private": build.repository.private,
         "branch": build.branch,

@@ -1,16 +1,17 @@
-"""Repositories, builds, jobs, log parts and worker API tokens."""
+"""Repositories, builds, jobs and log parts; who may see them is decided in accounts.permissions."""
 
-import hashlib
 import re
 import secrets
-import time
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import models, transaction
-from django.db.models import F, Max, Q
+from django.db.models import F, Max
 from django.urls import reverse
 from django.utils import timezone
+
+from accounts import permissions
+from accounts.services import ensure_organization
 
 from .states import (
     ACTIVE_STATES,
@@ -23,6 +24,7 @@ from .states import (
     next_state,
 )
 
+DEFAULT_QUEUE = "builds.linux"
 EXIT_LINE = re.compile(r"Done\. Your build exited with (-?\d+)\.")
 TRUNCATION_MARKER = "\n\x1b[33;1m[buildboard] Log truncated: it exceeded the {limit} limit.\x1b[0m\n"
 
@@ -37,9 +39,11 @@ def _human_bytes(n: int) -> str:
 
 class RepositoryQuerySet(models.QuerySet):
     def visible_to(self, user) -> "RepositoryQuerySet":
-        if user.is_authenticated and user.is_staff:
-            return self
-        return self.filter(private=False)
+        return self.filter(permissions.repositories_visible_to(user))
+
+
+def new_badge_token() -> str:
+    return secrets.token_urlsafe(18)
 
 
 class Repository(models.Model):
@@ -47,6 +51,8 @@ class Repository(models.Model):
     name = models.CharField(max_length=100)
     private = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
+    # Lets a private repository's badge be embedded (`?token=`); admins rotate it to cut old links off.
+    badge_token = models.CharField(max_length=32, default=new_badge_token)
 
     objects = RepositoryQuerySet.as_manager()
 
@@ -66,7 +72,11 @@ class Repository(models.Model):
         return f"{self.owner}/{self.name}"
 
     def visible_to(self, user) -> bool:
-        return not self.private or (user.is_authenticated and user.is_staff)
+        return permissions.can_read(user, self)
+
+    def rotate_badge_token(self) -> None:
+        self.badge_token = new_badge_token()
+        self.save(update_fields=["badge_token"])
 
     def next_build_number(self) -> int:
         top = self.builds.aggregate(top=Max("number"))["top"]
@@ -75,9 +85,7 @@ class Repository(models.Model):
 
 class BuildQuerySet(models.QuerySet):
     def visible_to(self, user) -> "BuildQuerySet":
-        if user.is_authenticated and user.is_staff:
-            return self
-        return self.filter(repository__private=False)
+        return self.filter(permissions.repositories_visible_to(user, "repository__"))
 
 
 class Build(models.Model):
@@ -135,9 +143,7 @@ class Build(models.Model):
 
 class JobQuerySet(models.QuerySet):
     def visible_to(self, user) -> "JobQuerySet":
-        if user.is_authenticated and user.is_staff:
-            return self
-        return self.filter(build__repository__private=False)
+        return self.filter(permissions.repositories_visible_to(user, "build__repository__"))
 
 
 class Job(models.Model):
@@ -370,65 +376,15 @@ class LogPart(models.Model):
         return f"{self.job_id}/{self.attempt}/{self.number}"
 
 
-def _hash_token(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-# Recently verified token hashes, so a busy worker's requests do not each query the database.
-# A revoked token stops working within TOKEN_CACHE_SECONDS.
-TOKEN_CACHE_SECONDS = 10
-_token_cache: dict[str, tuple[float, int]] = {}
-
-
-class ApiTokenQuerySet(models.QuerySet):
-    def authenticate(self, secret: str) -> "ApiToken | None":
-        hashed = _hash_token(secret)
-        cached = _token_cache.get(hashed)
-        if cached and cached[0] > time.monotonic():
-            return ApiToken(pk=cached[1], hashed_secret=hashed)
-        token = self.filter(hashed_secret=hashed, revoked=False).first()
-        if token is None:
-            _token_cache.pop(hashed, None)
-            return None
-        # Record use at most once a minute, so a busy worker does not write on every request.
-        stale = timezone.now() - timedelta(minutes=1)
-        ApiToken.objects.filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=stale), pk=token.pk).update(
-            last_used_at=timezone.now()
-        )
-        _token_cache[hashed] = (time.monotonic() + TOKEN_CACHE_SECONDS, token.pk)
-        return token
-
-
-class ApiToken(models.Model):
-    name = models.CharField(max_length=100, unique=True)
-    prefix = models.CharField(max_length=12, help_text="The first characters, to recognise a token.")
-    hashed_secret = models.CharField(max_length=64, unique=True, editable=False)
-    created_at = models.DateTimeField(default=timezone.now)
-    last_used_at = models.DateTimeField(null=True, blank=True)
-    revoked = models.BooleanField(default=False)
-
-    objects = ApiTokenQuerySet.as_manager()
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.prefix}…)"
-
-    def save(self, *args, **kwargs) -> None:
-        _token_cache.pop(self.hashed_secret, None)
-        super().save(*args, **kwargs)
-
-    @classmethod
-    def mint(cls, name: str) -> tuple["ApiToken", str]:
-        """Create a token; the secret is returned once and only its hash is kept."""
-        secret = "bb_" + secrets.token_urlsafe(30)
-        token = cls.objects.create(name=name, prefix=secret[:10], hashed_secret=_hash_token(secret))
-        return token, secret
-
-
 @transaction.atomic
 def create_build(*, repository: str, branch: str, commit: str, message: str = "", author: str = "",
                  event: str = "push", number: int | None = None, jobs: list[dict]) -> Build:
     owner, name = repository.split("/", 1)
-    repo, _ = Repository.objects.get_or_create(owner=owner, name=name)
+    repo = Repository.objects.filter(owner=owner, name=name).first()
+    if repo is None:
+        org = ensure_organization(owner)
+        repo, _ = Repository.objects.get_or_create(owner=owner, name=name,
+                                                   defaults={"private": org.new_repositories_private})
     repo = Repository.objects.select_for_update().get(pk=repo.pk)
     build = Build.objects.create(repository=repo, number=number or repo.next_build_number(), branch=branch,
                                  commit=commit, message=message, author=author, event=event)

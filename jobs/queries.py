@@ -1,4 +1,5 @@
-"""Facts about jobs that other apps may read (the fleet's alert rules): plain data, never querysets.
+"""Facts about jobs that other apps may read (the fleet's alert rules, its queue names): plain data, never
+querysets.
 
 This is the one door into job rows for reading from outside jobs/; changes go through jobs.services."""
 
@@ -6,7 +7,7 @@ from datetime import datetime
 
 from django.db.models import Count, Min, Q
 
-from .models import Job
+from .models import DEFAULT_QUEUE, Job
 from .states import JobState
 
 FAILED = (JobState.FAILED, JobState.ERRORED)
@@ -20,6 +21,11 @@ def job_sample(job: Job) -> dict:
             "worker": job.worker, "worker_version": job.worker_version,
             "finished_at": job.finished_at.isoformat() if job.finished_at else None,
             "queued_at": job.queued_at.isoformat(), "error_reason": job.error_reason}
+
+
+def queue_names() -> set[str]:
+    """The default queue and every queue a job was ever sent to."""
+    return {DEFAULT_QUEUE} | set(Job.objects.values_list("queue", flat=True).distinct())
 
 
 def inconsistent_jobs_by_version(*, since: datetime, until: datetime, min_count: int, samples: int) -> list[dict]:

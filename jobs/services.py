@@ -4,6 +4,8 @@ from datetime import datetime, timedelta
 
 from django.db import transaction
 
+from accounts import audit
+
 from . import events
 from .models import Build, Job
 from .states import JobState
@@ -17,20 +19,22 @@ def build_refresh(*, build_id: int) -> None:
 
 
 @transaction.atomic
-def job_restart(*, job: Job) -> bool:
-    """Start the next attempt of a finished job; False if it has not finished."""
+def job_restart(*, job: Job, actor=None) -> bool:
+    """Start the next attempt of a finished job; False if it has not finished. `actor`: a user or token."""
     if not job.restart():
         return False
+    _audit(actor, "job.restart", job)
     events.announce_job(job)
     build_refresh(build_id=job.build_id)
     return True
 
 
 @transaction.atomic
-def job_cancel(*, job: Job) -> bool:
+def job_cancel(*, job: Job, actor=None) -> bool:
     """Flag a running job for cancellation; the worker learns it from its next API response."""
     if not job.request_cancel():
         return False
+    _audit(actor, "job.cancel", job)
     events.announce_job(job)
     return True
 
@@ -59,3 +63,11 @@ def jobs_error_stale(*, now: datetime, minutes: float, limit: int = 500) -> list
             build_refresh(build_id=job.build_id)
             errored.append(job_id)
     return errored
+
+
+def _audit(actor, action: str, job: Job) -> None:
+    repository = Job.objects.filter(pk=job.pk).values_list("build__repository__owner", "build__repository__name",
+                                                           "number", "attempt").get()
+    owner, name, number, attempt = repository
+    audit.record(actor, action, organization=owner, target=f"{owner}/{name} job {number} (#{job.pk})",
+                 detail=f"attempt {attempt}")

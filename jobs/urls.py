@@ -19,4 +19,5 @@ urlpatterns = [
     path("api/v1/jobs/<int:job_id>/cancel", api.job_cancel, name="api-job-cancel"),
     path("<str:owner>/<str:name>.svg", views.badge, name="jobs-badge"),
     path("<str:owner>/<str:name>/", views.repository_detail, name="jobs-repository"),
+    path("<str:owner>/<str:name>/settings", views.repository_settings, name="jobs-repository-settings"),
 ]

@@ -3,12 +3,18 @@
 Pages render the current state from the database; static/js then keeps them live over websockets."""
 
 import math
+import secrets
 
 from django.core.exceptions import PermissionDenied
 from django.db.models import Max
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from accounts import audit, permissions
+from accounts.forms import ConfirmForm, RepositorySettingsForm
+from accounts.services import organization_named
 
 from . import services
 from .models import Build, Job, Repository
@@ -48,9 +54,10 @@ def _filter_builds(builds, filters: dict[str, str]):
     return builds
 
 
-def _require_staff(request: HttpRequest) -> None:
-    if not (request.user.is_authenticated and request.user.is_staff):
-        raise PermissionDenied("Only staff can cancel or restart jobs.")
+def _require_operate(request: HttpRequest, repository: Repository) -> None:
+    """Cancel and restart need the operate role (staff read everything but operate only where granted)."""
+    if not permissions.can_operate(request.user, repository):
+        raise PermissionDenied("Cancelling and restarting need the operate role on this repository.")
 
 
 @require_GET
@@ -78,6 +85,7 @@ def repository_detail(request: HttpRequest, owner: str, name: str) -> HttpRespon
         "builds": builds[:HISTORY_LENGTH],
         "branches": branches,
         "filters": {"repository": repo.slug, "branch": "", "state": ""},
+        "can_admin": permissions.can_admin_repository(request.user, repo),
     }
     return render(request, "jobs/repository.html", ctx)
 
@@ -104,7 +112,7 @@ def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
     ctx = {
         "job": job,
         "build": job.build,
-        "can_act": request.user.is_authenticated and request.user.is_staff,
+        "can_act": permissions.can_operate(request.user, job.build.repository),
         "siblings": job.build.jobs.order_by("id").only("id", "number", "state", "cancel_requested"),
     }
     return render(request, "jobs/job.html", ctx)
@@ -113,16 +121,16 @@ def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
 @require_POST
 def job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
     job = _get_job_for_user(request, job_id)
-    _require_staff(request)
-    services.job_cancel(job=job)  # already finished: nothing to cancel, the page shows the state
+    _require_operate(request, job.build.repository)
+    services.job_cancel(job=job, actor=request.user)  # already finished: nothing to cancel, the page shows the state
     return redirect(job)
 
 
 @require_POST
 def job_restart(request: HttpRequest, job_id: int) -> HttpResponse:
     job = _get_job_for_user(request, job_id)
-    _require_staff(request)
-    services.job_restart(job=job)  # still running: the page shows it, with a cancel button instead
+    _require_operate(request, job.build.repository)
+    services.job_restart(job=job, actor=request.user)  # still running: the page shows it, with a cancel button instead
     return redirect(job)
 
 
@@ -146,7 +154,12 @@ def _text_width(text: str) -> int:
 
 @require_GET
 def badge(request: HttpRequest, owner: str, name: str) -> HttpResponse:
-    repo = _get_repository_for_user(request, owner, name)
+    """A build badge; a private repository's is reachable with its badge token (`?token=`) as well."""
+    repo = Repository.objects.filter(owner=owner, name=name).first()
+    given = request.GET.get("token", "")
+    if repo is None or not (repo.visible_to(request.user)
+                            or (given and secrets.compare_digest(given, repo.badge_token))):
+        raise Http404("No such repository")
     builds = repo.builds.all()
     if request.GET.get("branch"):
         builds = builds.filter(branch=request.GET["branch"])
@@ -167,3 +180,34 @@ def badge(request: HttpRequest, owner: str, name: str) -> HttpResponse:
     response["Cache-Control"] = cache
     response["ETag"] = etag
     return response
+
+
+@require_http_methods(["GET", "POST"])
+def repository_settings(request: HttpRequest, owner: str, name: str) -> HttpResponse:
+    """Repository admins: privacy, the badge token, and who holds which role on this repository."""
+    repo = _get_repository_for_user(request, owner, name)
+    if not permissions.can_admin_repository(request.user, repo):
+        raise PermissionDenied("Only this repository's admins can change its settings.")
+    if request.method == "POST":
+        if "rotate_badge_token" in request.POST:
+            if ConfirmForm(request.POST).is_valid():
+                repo.rotate_badge_token()
+                audit.record(request.user, "badge.rotate", organization=repo.owner, target=repo.slug)
+        else:
+            form = RepositorySettingsForm(request.POST)
+            if form.is_valid() and form.cleaned_data["private"] != repo.private:
+                repo.private = form.cleaned_data["private"]
+                repo.save(update_fields=["private"])
+                audit.record(request.user, "repository.private" if repo.private else "repository.public",
+                             organization=repo.owner, target=repo.slug)
+        return redirect("jobs-repository-settings", repo.owner, repo.name)
+    org = organization_named(repo.owner)
+    ctx = {
+        "repository": repo,
+        "form": RepositorySettingsForm(initial={"private": repo.private}),
+        "grants": org.grants.filter(repository=repo.name).select_related("user", "team"),
+        "org": org,
+        "badge_url": request.build_absolute_uri(reverse("jobs-badge", args=[repo.owner, repo.name]))
+        + (f"?token={repo.badge_token}" if repo.private else ""),
+    }
+    return render(request, "jobs/repository_settings.html", ctx)

@@ -1,4 +1,7 @@
-"""Shared fixtures: named users (alice is staff, bob is not), a worker token, real subprocesses."""
+"""Shared fixtures: named users of different rights, tokens of each kind, real subprocesses.
+
+alice is staff (reads everything, operates nothing by default); bob is signed in but an outsider;
+in organization acme, carol may read, dave may operate and erin is admin."""
 
 import os
 import socket
@@ -12,7 +15,8 @@ from django.conf import settings
 from django.db import connection
 
 from buildboard import celery_app
-from jobs.models import ApiToken, create_build
+from accounts.models import ApiToken, Grant, Membership, Organization
+from jobs.models import create_build
 
 BASE_DIR = Path(settings.BASE_DIR)
 
@@ -48,8 +52,48 @@ def bob(django_user_model):
 
 
 @pytest.fixture
+def acme(db) -> Organization:
+    return Organization.objects.get_or_create(name="acme")[0]
+
+
+def _member(django_user_model, acme, username: str, role: str):
+    user = django_user_model.objects.create_user(username, f"{username}@example.com", f"{username}-password")
+    Membership.objects.create(organization=acme, user=user)
+    Grant.objects.create(organization=acme, user=user, role=role)
+    return user
+
+
+@pytest.fixture
+def carol(django_user_model, acme):
+    return _member(django_user_model, acme, "carol", "read")
+
+
+@pytest.fixture
+def dave(django_user_model, acme):
+    return _member(django_user_model, acme, "dave", "operate")
+
+
+@pytest.fixture
+def erin(django_user_model, acme):
+    return _member(django_user_model, acme, "erin", "admin")
+
+
+@pytest.fixture
 def token(db) -> str:
-    return ApiToken.mint("test-worker")[1]
+    """An unscoped token, as every token was before kinds existed (what old installations still hold)."""
+    return ApiToken.mint(name="test-worker", kind="legacy")[1]
+
+
+@pytest.fixture
+def worker_token(db) -> str:
+    """A worker token of the default queue."""
+    return ApiToken.mint(name="worker-linux", kind="worker", queues=["builds.linux"])[1]
+
+
+@pytest.fixture
+def build_token(acme) -> str:
+    """A build token of the whole acme organization."""
+    return ApiToken.mint(name="build-acme", kind="build", organizations=["acme"])[1]
 
 
 @pytest.fixture

@@ -3,8 +3,11 @@
 import json
 
 import pytest
+from django.utils import timezone
 
-from jobs.models import ApiToken, Build, Job
+from accounts import tokens
+from accounts.models import ApiToken
+from jobs.models import Build, Job
 
 pytestmark = pytest.mark.django_db
 
@@ -58,7 +61,7 @@ def test_missing_token_is_401(client, job):
 def test_bad_or_revoked_token_is_401(client, job, token):
     assert post(client, f"/api/v1/jobs/{job.pk}/state", {"state": "started"},
                 {"Authorization": "Bearer nope"}).status_code == 401
-    ApiToken.objects.update(revoked=True)
+    tokens.revoke(ApiToken.objects.get())
     assert post(client, f"/api/v1/jobs/{job.pk}/state", {"state": "started"},
                 {"Authorization": f"Bearer {token}"}).status_code == 401
 
@@ -66,7 +69,7 @@ def test_bad_or_revoked_token_is_401(client, job, token):
 def test_tokens_are_stored_hashed(token):
     stored = ApiToken.objects.get()
     assert token not in (stored.hashed_secret, stored.prefix)
-    assert ApiToken.objects.authenticate(token) == stored
+    assert tokens.authenticate(token) == stored
     stored.refresh_from_db()
     assert stored.last_used_at is not None
 
@@ -205,6 +208,6 @@ def test_openapi_document_lists_the_endpoints(client):
 def test_revoking_a_used_token_takes_effect_at_once(client, auth, job):
     assert post(client, f"/api/v1/jobs/{job.pk}/state", {"state": "started"}, auth).status_code == 202
     stored = ApiToken.objects.get()
-    stored.revoked = True
+    stored.revoked_at = timezone.now()
     stored.save()
     assert post(client, f"/api/v1/jobs/{job.pk}/state", {"state": "started"}, auth).status_code == 401

@@ -1,15 +1,25 @@
 """The apps' import arrows point one way (STYLE: one room per domain): no import cycles, jobs/ never imports
-fleet/, fleet/ reads jobs/ through its named doors only, a tasks module is a leaf, and the dev tools stay
-outside the running service. Read from the source with ast, imports inside functions included."""
+fleet/, fleet/ reads jobs/ and accounts/ through its named doors only, accounts/ sits below both, a tasks
+module is a leaf, and the dev tools stay outside the running service. Read from the source with ast,
+imports inside functions included."""
 
 import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("buildboard", "jobs", "fleet", "incidents", "devtools")
+PACKAGES = ("buildboard", "accounts", "jobs", "fleet", "incidents", "devtools")
+RUNTIME_APPS = ("accounts", "jobs", "fleet", "incidents")
 
-# Where fleet/ may reach into other apps: job facts, job changes, the API token check, drafting incidents.
-FLEET_DOORS = {"jobs.queries", "jobs.services", "jobs.auth", "incidents.services"}
+# Where fleet/ may reach into other apps: job facts, job changes, drafting incidents, and from accounts the
+# API token check and the permission decisions (the heartbeat's queue scope, the staff pages' gate).
+FLEET_DOORS = {"jobs.queries", "jobs.services", "incidents.services", "accounts.tokens", "accounts.permissions"}
+# accounts/ is below jobs/ and fleet/ (they ask it who may do what). The one question it asks back: which
+# queues exist, when staff mint a worker token.
+ACCOUNTS_DOORS = {"fleet.queues"}
+# What jobs/ uses of accounts/: the permission decisions, the token check, the audit log, the access-change
+# doorbell, and its models, services and forms; never its pages, URLs, admin or sign-in wiring.
+JOBS_DOORS_INTO_ACCOUNTS = {"accounts.permissions", "accounts.tokens", "accounts.audit", "accounts.live",
+                            "accounts.models", "accounts.services", "accounts.forms"}
 # Views that enqueue Celery tasks may import a tasks module; nothing else may.
 ENQUEUERS = {"jobs.api", "incidents.views"}
 # Known before the fleet moved out of jobs/, in an app this change did not touch: incidents/services.py
@@ -129,8 +139,18 @@ def test_jobs_never_imports_fleet():
 
 
 def test_fleet_reaches_other_apps_through_named_doors_only():
-    outside = {dst for app in ("jobs", "incidents") for _, dst in _edges("fleet", app)}
+    outside = {dst for app in ("jobs", "incidents", "accounts") for _, dst in _edges("fleet", app)}
     assert outside <= FLEET_DOORS, sorted(outside - FLEET_DOORS)
+
+
+def test_jobs_reaches_accounts_through_named_doors_only():
+    inside = {dst for _, dst in _edges("jobs", "accounts")}
+    assert inside <= JOBS_DOORS_INTO_ACCOUNTS, sorted(inside - JOBS_DOORS_INTO_ACCOUNTS)
+
+
+def test_accounts_reaches_other_apps_through_named_doors_only():
+    outside = {dst for app in ("jobs", "fleet", "incidents") for _, dst in _edges("accounts", app)}
+    assert outside <= ACCOUNTS_DOORS, sorted(outside - ACCOUNTS_DOORS)
 
 
 def test_tasks_modules_are_leaves():
@@ -140,8 +160,8 @@ def test_tasks_modules_are_leaves():
 
 
 def test_dev_tools_stay_outside_the_running_service():
-    for app in ("buildboard", "jobs", "fleet", "incidents"):
+    for app in ("buildboard", *RUNTIME_APPS):
         assert not _edges(app, "devtools"), app
     # The simulators talk to buildboard through its HTTP API only.
-    for app in ("jobs", "fleet", "incidents"):
+    for app in RUNTIME_APPS:
         assert not _edges("devtools", app), app
