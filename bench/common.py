@@ -4,6 +4,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -54,3 +55,13 @@ def prepare_database(url: str) -> None:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def scoped_tokens(owner: str, env: dict) -> tuple[str, str]:
+    """A build token of `owner` (to create the build) and a worker token of the default queue (for the hot
+    path), as a scoped installation runs them."""
+    stamp = time.time_ns()
+    subprocess.run([sys.executable, "manage.py", "createorg", owner], cwd=BASE_DIR, env=env, capture_output=True)
+    build = manage("create_token", f"bench-build-{stamp}", "--organization", owner, env=env)
+    worker = manage("create_token", f"bench-worker-{stamp}", "--queue", "builds.linux", env=env)
+    return build, worker

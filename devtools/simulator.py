@@ -92,20 +92,22 @@ PROBLEMS = [("mislabeled-jobs", 300), ("missing-image", 720), ("silent-instance"
 class Fleet:
     def __init__(self, url: str, token: str, rate: float = 6.0, workers: int = 4, seed: int | None = None,
                  line_delay: float = 0.05, heartbeat_interval: float = 15.0, boot_seconds: float = 20.0,
-                 problem_every: float = 0.0):
+                 problem_every: float = 0.0, build_token: str | None = None):
         self.url, self.rate, self.line_delay = url.rstrip("/"), rate, line_delay
         self.heartbeat_interval, self.boot_seconds = heartbeat_interval, boot_seconds
         self.problem_every = problem_every  # seconds between demo problems; 0: none
         self.missing_images: set[str] = set()
         self.lock = threading.Lock()
-        self.headers = {"Authorization": f"Bearer {token}"}
+        self.headers = {"Authorization": f"Bearer {token}"}  # the workers' token: reports and heartbeats
+        # Builds come from a build token where the installation has one (a worker token cannot create them).
+        self.build_headers = {"Authorization": f"Bearer {build_token or token}"}
         self.rng = random.Random(seed)
         self.workers = [SimulatedWorker(f"demo-worker-{i}", "v2.5.0", "builds.linux") for i in range(workers)]
         self.jobs: queue.Queue = queue.Queue()
         self.stopping = threading.Event()
 
-    def post(self, client: httpx.Client, path: str, body: dict) -> dict:
-        response = client.post(self.url + path, json=body, headers=self.headers, timeout=10)
+    def post(self, client: httpx.Client, path: str, body: dict, headers: dict | None = None) -> dict:
+        response = client.post(self.url + path, json=body, headers=headers or self.headers, timeout=10)
         response.raise_for_status()
         return response.json()
 
@@ -121,7 +123,7 @@ class Fleet:
             "event": self.rng.choice(["push", "push", "pull_request"]),
             "jobs": [{"config": {"env": c}, "queue": "builds.linux", "allow_failure": c.endswith("tip")}
                      for c in matrix],
-        })
+        }, headers=self.build_headers)
         for job, config in zip(build["jobs"], matrix, strict=False):
             self.jobs.put((job["id"], config))
 

@@ -14,8 +14,8 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from buildboard import celery_app
 from accounts.models import ApiToken, Grant, Membership, Organization
+from buildboard import celery_app
 from jobs.models import create_build
 
 BASE_DIR = Path(settings.BASE_DIR)
@@ -39,6 +39,12 @@ def empty_log_buffers():
     r = ingest._redis()
     for key in r.scan_iter(match=f"{settings.CHANNEL_PREFIX}:logbuf*", count=500):
         r.delete(key)
+
+
+@pytest.fixture
+def fast_hashing(settings):
+    """Cheap password hashes for tests that create many users or sign in many times."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture
@@ -158,9 +164,7 @@ def celery_worker(transactional_db):
     _stop(process)
 
 
-@pytest.fixture
-def asgi_server(transactional_db):
-    """The real ASGI app under uvicorn, in its own process; yields its base URL."""
+def _uvicorn():
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "buildboard.asgi:application", "--host", "127.0.0.1",
@@ -175,7 +179,22 @@ def asgi_server(transactional_db):
         except OSError:
             assert process.poll() is None, "uvicorn exited early"
             time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
+    return process, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def asgi_server(transactional_db):
+    """The real ASGI app under uvicorn, in its own process; yields its base URL."""
+    process, url = _uvicorn()
+    yield url
+    _stop(process)
+
+
+@pytest.fixture
+def second_asgi_server(transactional_db):
+    """Another web process on the same database and Redis, as behind a load balancer."""
+    process, url = _uvicorn()
+    yield url
     _stop(process)
 
 

@@ -32,7 +32,7 @@ import websockets
 BASE_DIR = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(BASE_DIR))
 
-from bench.common import prepare_database, start, stop, wait_listening  # noqa: E402
+from bench.common import prepare_database, scoped_tokens, start, stop, wait_listening  # noqa: E402
 from buildboard.lib.redis_server import ensure_redis, free_port  # noqa: E402
 
 
@@ -238,8 +238,7 @@ def main() -> None:
     try:
         prepare_database(args.database_url)
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=BASE_DIR, env=env, check=True)
-        token = subprocess.run([sys.executable, "manage.py", "create_token", f"bench-{time.time_ns()}"], cwd=BASE_DIR,
-                               env=env, check=True, capture_output=True, text=True).stdout.strip()
+        build_token, token = scoped_tokens("bench", env)
         publish, post = asyncio.run(baseline(redis.url, env, args.baseline_samples))
 
         port = free_port()
@@ -252,7 +251,8 @@ def main() -> None:
         base = f"http://127.0.0.1:{port}"
         asyncio.run(wait_listening(base + "/api/v1/openapi.json"))
         headers = {"Authorization": f"Bearer {token}"}
-        build = httpx.post(base + "/api/v1/builds", headers=headers, timeout=30, json={
+        build = httpx.post(base + "/api/v1/builds", headers={"Authorization": f"Bearer {build_token}"},
+                           timeout=30, json={
             "repository": "bench/tail", "branch": "main", "commit": "0" * 40,
             "jobs": [{"config": {}} for _ in range(args.jobs + 1)]}).json()
         job_ids = [j["id"] for j in build["jobs"]]

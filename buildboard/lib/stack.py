@@ -1,6 +1,7 @@
 """The `./bb run` and `./bb test` commands: start what is needed, run, and stop it all on exit."""
 
 import argparse
+import json
 import os
 import secrets
 import signal
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         _manage("ensure_staff", "admin", password, env=env)
         if not args.no_demo:
             _manage("seed_status_components", env=env)
-        token = _manage("create_token", f"demo-fleet-{int(time.time())}", env=env, capture=True)
+        demo = json.loads(_manage("demo_accounts", env=env, capture=True)) if not args.no_demo else None
         commands = [
             ["-m", "uvicorn", "buildboard.asgi:application", "--host", args.host, "--port", str(args.port),
              "--log-level", "warning", "--no-access-log"],
@@ -42,11 +43,15 @@ def run(args: argparse.Namespace) -> int:
              "--schedule", str(BASE_DIR / ".celerybeat-schedule")],
         ]
         if not args.no_demo:
-            commands.append(["manage.py", "simulate", "--url", url, "--token", token, "--rate", str(args.rate)])
+            commands.append(["manage.py", "simulate", "--url", url, "--token", demo["worker_token"],
+                             "--build-token", demo["build_token"], "--rate", str(args.rate)])
         for command in commands:
             children.append(subprocess.Popen([PYTHON, *command], cwd=BASE_DIR, env=env, start_new_session=True))
         print(f"\nbuildboard is running at {url}/  (status page: {url}/status/)")
         print(f"Staff login: admin / {password}")
+        if demo:
+            print(f"Developer login (not staff; operates {demo['organization']} through team {demo['team']}, "
+                  f"which has the private {demo['private_repository']}): {demo['developer']} / {demo['password']}")
         print("Press Ctrl-C to stop everything.\n", flush=True)
         while all(c.poll() is None for c in children):
             time.sleep(0.5)

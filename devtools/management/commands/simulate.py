@@ -8,7 +8,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--url", default="http://127.0.0.1:8000")
-        parser.add_argument("--token", required=True, help="a token from create_token")
+        parser.add_argument("--token", required=True, help="a worker token (create_token NAME --queue builds.linux)")
+        parser.add_argument("--build-token", default=None,
+                            help="a build token of the demo repositories' owners; default: --token")
         parser.add_argument("--rate", type=float, default=6.0, help="new builds per minute")
         parser.add_argument("--workers", type=int, default=4)
         parser.add_argument("--builds", type=int, default=None, help="stop after this many builds")
@@ -17,9 +19,10 @@ class Command(BaseCommand):
         parser.add_argument("--problem-every", type=float, default=20.0,
                             help="minutes between demo problems (bad version, missing image, silent host); 0: none")
 
-    def handle(self, *args, url, token, rate, workers, builds, seed, heartbeat_interval, problem_every, **options):
+    def handle(self, *args, url, token, build_token, rate, workers, builds, seed, heartbeat_interval, problem_every,
+               **options):
         fleet = Fleet(url, token, rate=rate, workers=workers, seed=seed, heartbeat_interval=heartbeat_interval,
-                      problem_every=problem_every * 60)
+                      problem_every=problem_every * 60, build_token=build_token)
         try:
             fleet.run(builds=builds)
         except KeyboardInterrupt:
