@@ -2,13 +2,15 @@
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from accounts import permissions
+
 from .events import FLEET_GROUP
 
 
 class FleetConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
-        if user is None or not user.is_authenticated or not user.is_staff:
+        if not permissions.may_operate_fleet(user):
             await self.close(code=4403)
             return
         self.groups = [FLEET_GROUP]

@@ -13,6 +13,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts import permissions
+
 from . import alerts, services
 from .models import Alert, AlertState, Worker
 from .overview import fleet_overview
@@ -27,7 +29,7 @@ def staff_required(view: Callable) -> Callable:
     def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
         if not request.user.is_authenticated:
             return redirect_to_login(request.get_full_path())
-        if not request.user.is_staff:
+        if not permissions.may_operate_fleet(request.user):
             raise PermissionDenied("Staff only")
         return view(request, *args, **kwargs)
 
