@@ -143,7 +143,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _stop(process: subprocess.Popen) -> None:
+def stop_process(process: subprocess.Popen) -> None:
     process.terminate()
     try:
         process.wait(10)
@@ -161,15 +161,16 @@ def celery_worker(transactional_db):
         cwd=BASE_DIR, env=subprocess_env(),
     )
     yield process
-    _stop(process)
+    stop_process(process)
 
 
-def _uvicorn():
-    port = free_port()
+def start_uvicorn(port: int | None = None, **env: str) -> tuple[subprocess.Popen, str]:
+    """The real ASGI app under uvicorn on `port` (a free one by default), once it listens."""
+    port = port or free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "buildboard.asgi:application", "--host", "127.0.0.1",
          "--port", str(port), "--log-level", "warning"],
-        cwd=BASE_DIR, env=subprocess_env(),
+        cwd=BASE_DIR, env=subprocess_env(**env),
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -185,17 +186,17 @@ def _uvicorn():
 @pytest.fixture
 def asgi_server(transactional_db):
     """The real ASGI app under uvicorn, in its own process; yields its base URL."""
-    process, url = _uvicorn()
+    process, url = start_uvicorn()
     yield url
-    _stop(process)
+    stop_process(process)
 
 
 @pytest.fixture
 def second_asgi_server(transactional_db):
     """Another web process on the same database and Redis, as behind a load balancer."""
-    process, url = _uvicorn()
+    process, url = start_uvicorn()
     yield url
-    _stop(process)
+    stop_process(process)
 
 
 def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1):
