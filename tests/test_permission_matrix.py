@@ -383,7 +383,7 @@ def _fill(route: str) -> str:
 def test_websocket_matrix(world, capsys):
     started = time.monotonic()
     failures, cells = [], 0
-    for route, (path_of, expect) in WEBSOCKETS.items():
+    for path_of, expect in WEBSOCKETS.values():
         for vis in ("public", "private"):
             path = path_of(world, vis)
             for caller in CALLERS:
