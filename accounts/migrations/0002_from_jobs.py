@@ -21,12 +21,14 @@ def forward(apps, schema_editor):
 
 
 def backward(apps, schema_editor):
+    """Legacy tokens move back (not copied: migrating forward again would meet them twice)."""
     OldToken = apps.get_model("jobs", "ApiToken")
     ApiToken = apps.get_model("accounts", "ApiToken")
     for token in ApiToken.objects.filter(kind="legacy"):
         OldToken.objects.create(name=token.name, prefix=token.prefix, hashed_secret=token.hashed_secret,
                                 created_at=token.created_at, last_used_at=token.last_used_at,
                                 revoked=token.revoked_at is not None)
+        token.delete()
 
 
 class Migration(migrations.Migration):
