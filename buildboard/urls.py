@@ -3,10 +3,14 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+# The auth views put the request's host in `site_name` (there is no Sites framework here); the pages
+# should name the site.
+SITE = {"site_name": settings.SITE_NAME}
+
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("login/", auth_views.LoginView.as_view(extra_context=SITE), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(extra_context=SITE), name="logout"),
     path("", include("accounts.urls")),
     path("status/", include("incidents.urls")),
     path("api/v2/", include("incidents.api_urls")),
