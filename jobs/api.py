@@ -9,7 +9,7 @@ from django.db import IntegrityError
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_POST, require_safe
 
 from accounts import permissions
 from accounts.models import ApiToken, TokenKind
@@ -243,7 +243,7 @@ def job_log(request: HttpRequest, job_id: int) -> HttpResponse:
 ANSI_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 
 
-@require_GET
+@require_safe  # HEAD too: download tools ask for the size and type first
 @api_view
 def job_log_txt(request: HttpRequest, job_id: int) -> HttpResponse:
     job = _get_job_for_reader(request, job_id)
