@@ -33,6 +33,7 @@ def job_state_frame(job) -> dict:
         "log_complete": job.log_complete,
         "log_truncated": job.log_truncated,
         "worker": job.worker,
+        "worker_version": job.worker_version,
     }
 
 

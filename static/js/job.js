@@ -1,5 +1,5 @@
 // The job page: live state, the log viewer and its toolbar.
-import { isFresh, setState, showLive, tickDurations, updateDuration } from "./live.js";
+import { isFresh, setState, setStateClass, showLive, tickDurations, updateDuration } from "./live.js";
 import { LogModel } from "./logmodel.js";
 import { LogStream } from "./logstream.js";
 import { LogView } from "./logview.js";
@@ -7,6 +7,8 @@ import { LogView } from "./logview.js";
 const FINAL = new Set(["passed", "failed", "errored", "canceled"]);
 const section = document.querySelector(".logview");
 const $ = (role, root = document) => root.querySelector(`[data-role="${role}"]`);
+// Roles that show in the page head and again in the compact sticky bar.
+const $$ = (role) => document.querySelectorAll(`[data-role="${role}"]`);
 
 const model = new LogModel();
 const view = new LogView(section, model);
@@ -44,17 +46,17 @@ function onReset(attempt) {
 
 function onState(frame) {
   if (!isFresh(section, frame.seq)) return;
-  setState($("state"), frame.display_state);
+  for (const el of $$("state")) setState(el, frame.display_state);
+  setStateClass(document.querySelector(".siblings [aria-current=page]"), frame.display_state);
   $("attempt").textContent = frame.attempt;
   $("exit-code").textContent = frame.exit_code ?? "–";
   $("inconsistent").hidden = !frame.inconsistent;
-  if (frame.worker) $("worker").textContent = frame.worker;
-  updateDuration($("duration"), frame.started_at, frame.finished_at);
+  const worker = frame.worker ? `${frame.worker} ${frame.worker_version || ""}`.trim() : "–";
+  for (const el of $$("worker")) el.textContent = worker;
+  for (const el of $$("duration")) updateDuration(el, frame.started_at, frame.finished_at);
   const finished = FINAL.has(frame.state);
-  const cancelForm = $("cancel-form");
-  const restartForm = $("restart-form");
-  if (cancelForm) cancelForm.hidden = finished || frame.cancel_requested;
-  if (restartForm) restartForm.hidden = !finished;
+  for (const form of $$("cancel-form")) form.hidden = finished || frame.cancel_requested;
+  for (const form of $$("restart-form")) form.hidden = !finished;
   truncatedNote.hidden = !frame.log_truncated;
   if (finished && !model.finished) {
     model.finish();
@@ -109,6 +111,12 @@ document.addEventListener("keydown", (event) => {
     searchInput.focus();
   }
 });
+
+// The log toolbar sticks right under the site header, whatever height the header wraps to.
+const topbar = document.querySelector(".topbar");
+new ResizeObserver(() => {
+  document.documentElement.style.setProperty("--topbar-h", `${topbar.getBoundingClientRect().height}px`);
+}).observe(topbar);
 
 tickDurations();
 // For people debugging in the console, and for the browser tests' reconnect check.

@@ -86,9 +86,15 @@ export function tickDurations() {
 
 export function setState(el, state) {
   if (!el || !state) return;
+  setStateClass(el, state);
+  el.textContent = state;
+}
+
+/** Colour an element (a job chip, say) by state without touching its text. */
+export function setStateClass(el, state) {
+  if (!el || !state) return;
   for (const cls of [...el.classList]) if (cls.startsWith("state-")) el.classList.remove(cls);
   el.classList.add(`state-${state}`);
-  el.textContent = state;
 }
 
 /** Show the connection's health in the page's "live" marker. */
