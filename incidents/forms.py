@@ -78,6 +78,10 @@ class IncidentUpdateForm(ComponentStatusesMixin, forms.Form):
     message = forms.CharField(widget=forms.Textarea(attrs={"rows": 5}), help_text="Markdown.")
     impact = forms.ChoiceField(choices=[("", "Unchanged"), *Impact.choices], required=False)
     display_at = UTCDateTimeField(label="Time (UTC)", required=False, help_text="Leave empty for now.")
+    # As on Statuspage: resolving brings back what the incident took down, unless staff say otherwise.
+    restore_components = forms.BooleanField(
+        label="Return the affected components to operational", required=False, initial=True,
+        help_text="When resolving: every affected component left on “Unchanged” becomes operational.")
     notify = forms.BooleanField(label="Notify subscribers", required=False, initial=True)
 
     def __init__(self, *args, **kwargs):

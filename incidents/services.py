@@ -112,7 +112,9 @@ def incident_publish(*, incident: Incident, name: str, status: str, impact: str,
 @transaction.atomic
 def incident_update_post(*, incident: Incident, status: str, message: str, component_statuses: dict[Component, str],
                          notify: bool, created_by, display_at: datetime | None = None,
-                         impact: str | None = None) -> IncidentUpdate:
+                         impact: str | None = None, restore_components: bool = False) -> IncidentUpdate:
+    """Post an update. Resolving with `restore_components` also returns every affected component that
+    staff did not set explicitly to operational (components under maintenance belong to the maintenance)."""
     incident = Incident.objects.select_for_update().get(pk=incident.pk)
     at = display_at or timezone.now()
     incident.record_status(status, at)
@@ -120,6 +122,11 @@ def incident_update_post(*, incident: Incident, status: str, message: str, compo
         incident.impact = impact
     incident.save()
     incident.components.add(*component_statuses)
+    if restore_components and status in RESOLVED_STATES:
+        component_statuses = dict(component_statuses)
+        for component in incident.components.select_for_update().exclude(
+                status__in=(ComponentStatus.OPERATIONAL, ComponentStatus.UNDER_MAINTENANCE)):
+            component_statuses.setdefault(component, ComponentStatus.OPERATIONAL)
     affected = _apply_statuses(component_statuses, at=at, by=created_by, incident=incident)
     update = IncidentUpdate.objects.create(incident=incident, status=status, body=message, display_at=at,
                                            affected_components=affected,

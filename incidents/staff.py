@@ -121,7 +121,7 @@ def incident_manage(request: HttpRequest, code: str) -> HttpResponse:
         services.incident_update_post(incident=incident, status=d["status"], message=d["message"],
                                       component_statuses=form.component_statuses(), notify=d["notify"],
                                       display_at=d["display_at"], impact=d["impact"] or None,
-                                      created_by=request.user)
+                                      restore_components=d["restore_components"], created_by=request.user)
         messages.success(request, "Update posted.")
         return redirect("incidents-manage-incident", code=incident.code)
     ctx = {"incident": incident, "form": form}
@@ -210,9 +210,12 @@ def component_status(request: HttpRequest, code: str) -> HttpResponse:
     form = ComponentStatusForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Pick a valid status.")
-    elif services.component_status_set(component=component, status=form.cleaned_data["status"], by=request.user):
-        label = ComponentStatus(form.cleaned_data["status"]).label.lower()
+        return redirect("incidents-manage")
+    label = ComponentStatus(form.cleaned_data["status"]).label.lower()
+    if services.component_status_set(component=component, status=form.cleaned_data["status"], by=request.user):
         messages.success(request, f"{component.name} is now {label}.")
+    else:
+        messages.info(request, f"{component.name} is already {label}; nothing changed.")
     return redirect("incidents-manage")
 
 

@@ -20,13 +20,6 @@ from .models import RESOLVED_STATES, Component, ComponentStatus, Incident, Maint
 from .uptime import uptime_for
 
 RECENT_DAYS = 14
-BANNERS = {
-    "none": "All systems operational",
-    "minor": "Minor service disruption",
-    "major": "Partial system outage",
-    "critical": "Major system outage",
-    "maintenance": "Maintenance in progress",
-}
 
 
 def _groups(components: list[Component]) -> list[dict]:
@@ -65,7 +58,8 @@ def _status_context(state: StatusPageState) -> dict:
     return {
         "state": state,
         "indicator": indicator,
-        "banner": BANNERS[indicator],
+        # The same words as status.json's description, so the page and its API never disagree.
+        "banner": api.INDICATORS[indicator],
         "groups": _groups(components),
         "unresolved": sorted(unresolved, key=lambda i: i.started_at, reverse=True),
         "active_maintenances": list(api.active_maintenances()),

@@ -59,7 +59,7 @@ def test_open_public_page_changes_when_staff_post_an_update(asgi_server, page, b
     frames: list[str] = []
     page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: frames.append(payload)))
     page.goto(f"{asgi_server}/status/")
-    assert page.locator("#banner-title").inner_text() == "Minor service disruption"
+    assert page.locator("#banner-title").inner_text() == "Minor Service Outage"
     # Playwright delivers events only inside its own calls, so the wait goes through one.
     wait_until(lambda: page.wait_for_timeout(50) or frames, timeout=30)  # the socket is open and greeted us
     page.evaluate("window.notReloaded = true")
@@ -78,10 +78,10 @@ def test_open_public_page_changes_when_staff_post_an_update(asgi_server, page, b
     staff.context.close()
 
     # Polled from here: the page's CSP forbids the eval that page.wait_for_function would need.
-    wait_until(lambda: page.locator("#banner-title").inner_text() == "All systems operational", timeout=30)
+    wait_until(lambda: page.locator("#banner-title").inner_text() == "All Systems Operational", timeout=30)
     assert page.evaluate("window.notReloaded") is True
     assert "Capacity is back to normal." in page.locator("#status-live").inner_text()
-    assert page.locator("#status-announce").inner_text() == "Updated: All systems operational"
+    assert page.locator("#status-announce").inner_text() == "Updated: All Systems Operational"
     assert len(frames) >= 2
     assert page.js_errors == []
 

@@ -41,7 +41,7 @@ def open_incident(alice, component, name="Slow builds", status="partial_outage",
 
 def test_all_operational_page(client, linux):
     html = client.get("/status/").content.decode()
-    assert "All systems operational" in html and "banner-none" in html
+    assert "All Systems Operational" in html and "banner-none" in html
     assert "Linux builds" in html and "Builds" in html
     assert html.count('class="day day-ok"') == 90
     assert "100.0 % uptime" in html
@@ -51,7 +51,7 @@ def test_all_operational_page(client, linux):
 def test_active_incident_shows_in_banner_components_and_list(client, alice, linux):
     incident = open_incident(alice, linux)
     html = client.get("/status/").content.decode()
-    assert "Partial system outage" in html and "banner-major" in html
+    assert "Partial System Outage" in html and "banner-major" in html
     assert "status-partial_outage" in html
     assert f'href="/status/incidents/{incident.code}/"' in html
     assert "Looking <strong>into</strong> it." in html
@@ -67,13 +67,13 @@ def test_page_is_cached_and_every_post_invalidates_it(client, alice, linux, djan
     services.incident_update_post(incident=incident, status="resolved", message="Fixed it.",
                                   component_statuses={linux: "operational"}, notify=False, created_by=alice)
     third = client.get("/status/").content.decode()
-    assert "All systems operational" in third and "Fixed it." in third
+    assert "All Systems Operational" in third and "Fixed it." in third
     # Through the staff UI too, and a plain component status change.
     client.force_login(alice)
     client.post(f"/status/manage/components/{linux.code}/status/", {"status": "major_outage"})
     client.logout()
-    assert "Major system outage" in client.get("/status/").content.decode()
-    assert "Major system outage" in client.get("/status/?fragment=1").content.decode()
+    assert "Major Service Outage" in client.get("/status/").content.decode()
+    assert "Major Service Outage" in client.get("/status/?fragment=1").content.decode()
 
 
 def test_signed_in_visitors_get_their_own_navigation_around_the_cached_body(client, alice, linux):
@@ -94,7 +94,7 @@ def test_front_door_answers_anonymous_repeats_without_touching_the_database(clie
     assert again["Content-Security-Policy"] and again["X-Frame-Options"] == "DENY"
     # A change in the same transaction closes the door at once; the next request renders afresh.
     services.component_status_set(component=linux, status="partial_outage", by=alice)
-    assert "Partial system outage" in client.get("/status/").content.decode()
+    assert "Partial System Outage" in client.get("/status/").content.decode()
     assert client.get("/api/v2/status.json").json()["status"]["indicator"] == "major"
     # Query strings other than the live fragment, and signed-in visitors, take the normal route.
     assert fastpath.key_for(client.get("/status/?x=1").wsgi_request) is None
@@ -238,5 +238,5 @@ def test_pages_still_answer_when_the_front_door_redis_is_down(client, alice, lin
 
     monkeypatch.setattr(fastpath, "_sync_client", redis.Redis(host="127.0.0.1", port=9, socket_connect_timeout=0.2))
     open_incident(alice, linux)  # saving still works: the entries expire on their own
-    assert "Partial system outage" in client.get("/status/").content.decode()
+    assert "Partial System Outage" in client.get("/status/").content.decode()
     assert client.get("/api/v2/status.json").json()["status"]["indicator"] == "major"
