@@ -43,6 +43,7 @@ class Day:
 class Uptime:
     days: list[Day]
     percent: float | None
+    covered_days: int = 0  # days with data: the percentage says nothing about the others
 
 
 def _segments(component: Component, changes: list[ComponentStatusChange], start: datetime,
@@ -112,7 +113,7 @@ def uptime_for(components: list[Component], incidents: list[Incident], *, now: d
     result = {}
     for component in components:
         segments = _segments(component, history[component.pk], start, now)
-        bars, known, lost = [], 0.0, 0.0
+        bars, known, lost, covered = [], 0.0, 0.0, 0
         for offset in range(days):
             day = first_day + timedelta(days=offset)
             day_start = datetime.combine(day, datetime.min.time(), UTC)
@@ -127,11 +128,12 @@ def uptime_for(components: list[Component], incidents: list[Incident], *, now: d
             if not seconds:
                 bars.append(Day(day, "nodata", incidents=day_incidents))
                 continue
+            covered += 1
             known += sum(seconds.values())
             lost += seconds.get(ComponentStatus.MAJOR_OUTAGE, 0) + PARTIAL_WEIGHT * seconds.get(
                 ComponentStatus.PARTIAL_OUTAGE, 0)
             minutes = {s: max(1, round(v / 60)) for s, v in seconds.items() if s != ComponentStatus.OPERATIONAL}
             bars.append(Day(day, _level(minutes), minutes, day_incidents))
         percent = round(100 * (1 - lost / known), 2) if known else None
-        result[component.pk] = Uptime(bars, percent)
+        result[component.pk] = Uptime(bars, percent, covered)
     return result
