@@ -163,6 +163,12 @@ CELERY_BEAT_SCHEDULE["status-maintenance-transitions"] = {
     "options": {"expires": 60.0},
 }
 
+# The job page's "Jump to first error" looks for the failing fold, else the first line matching this
+# (case-insensitive; a repository may set its own).
+LOG_ERROR_PATTERN = os.getenv(
+    "LOG_ERROR_PATTERN",
+    r"\b(?:error|failed|failure|fatal|exception|traceback)\b|^E {3}|The command \".*\" (?:exited with [1-9]|failed)")
+
 # Worker API limits.
 LOG_PART_MAX_BYTES = envint("LOG_PART_MAX_BYTES", 1024 * 1024)
 LOG_MAX_BYTES = envint("LOG_MAX_BYTES", 16 * 1024 * 1024)

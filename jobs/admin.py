@@ -5,9 +5,10 @@ from .models import Build, Job, LogPart, Repository
 
 @admin.register(Repository)
 class RepositoryAdmin(admin.ModelAdmin):
-    list_display = ("owner", "name", "private", "created_at")
+    list_display = ("owner", "name", "private", "web_url", "created_at")
     list_filter = ("private",)
     search_fields = ("owner", "name")
+    fields = ("owner", "name", "private", "web_url", "error_pattern")
 
 
 class JobInline(admin.TabularInline):

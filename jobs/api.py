@@ -227,17 +227,31 @@ def job_log(request: HttpRequest, job_id: int) -> HttpResponse:
         limit = min(int(request.GET.get("limit", 1000)), 5000)
     except ValueError:
         raise ApiError(400, "'after' and 'limit' must be integers") from None
-    parts = list(job.log_parts(after).values("number", "content", "final")[: limit + 1])
+    attempt = _read_attempt(request, job)
+    parts = list(job.log_parts(after, attempt=attempt).values("number", "content", "final", "created_at")[: limit + 1])
     more = len(parts) > limit
+    earlier = attempt != job.attempt  # an earlier attempt is over: what is stored is all there is
     return respond({
         "job_id": job.pk,
-        "attempt": job.attempt,
-        "parts": parts[:limit],
+        "attempt": attempt,
+        "current_attempt": job.attempt,
+        "parts": [{**p, "at": p.pop("created_at")} for p in parts[:limit]],
         "more": more,
-        "persisted_through": job.log_persisted_through,
-        "complete": job.log_complete and not more,
-        "truncated": job.log_truncated,
+        "persisted_through": parts[-1]["number"] if earlier and parts else job.log_persisted_through,
+        "complete": (earlier or job.log_complete) and not more,
+        "truncated": job.log_truncated and not earlier,
     })
+
+
+def _read_attempt(request: HttpRequest, job: Job) -> int:
+    """`?attempt=N` reads an earlier attempt's log (they are all kept); the current one by default."""
+    try:
+        attempt = int(request.GET.get("attempt", job.attempt))
+    except ValueError:
+        raise ApiError(400, "'attempt' must be an integer") from None
+    if not 1 <= attempt <= job.attempt:
+        raise ApiError(404, f"job {job.pk} has no attempt {attempt}")
+    return attempt
 
 
 ANSI_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
@@ -247,12 +261,13 @@ ANSI_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x
 @api_view
 def job_log_txt(request: HttpRequest, job_id: int) -> HttpResponse:
     job = _get_job_for_reader(request, job_id)
-    content = job.log_text()
+    attempt = _read_attempt(request, job)
+    content = job.log_text(attempt)
     if request.GET.get("ansi") in ("0", "false", "no"):
         content = ANSI_ESCAPES.sub("", content)
     response = HttpResponse(content, content_type="text/plain; charset=utf-8")
     if request.GET.get("download"):
-        response["Content-Disposition"] = f'attachment; filename="job-{job.pk}-attempt-{job.attempt}.log"'
+        response["Content-Disposition"] = f'attachment; filename="job-{job.pk}-attempt-{attempt}.log"'
     return response
 
 

@@ -115,9 +115,9 @@ class JobConsumer(ForwardingConsumer):
                                "persisted_through": job.log_persisted_through, "backlog": True})
             batch, size = [], 0
 
-        rows = job.log_parts(after).values_list("number", "content", "final")
-        for number, content, final in rows.iterator(chunk_size=BACKLOG_QUERY_PARTS):
-            batch.append({"number": number, "content": content, "final": final})
+        rows = job.log_parts(after).values_list("number", "content", "final", "created_at")
+        for number, content, final, at in rows.iterator(chunk_size=BACKLOG_QUERY_PARTS):
+            batch.append({"number": number, "content": content, "final": final, "at": at.isoformat()})
             size += len(content)
             if size >= BACKLOG_FRAME_CHARS:
                 flush()

@@ -48,7 +48,9 @@ def build_state_frame(build) -> dict:
         # Consumers of the all-builds group filter on this, so anonymous viewers never see private work.
         "private": build.repository.private,
         "branch": build.branch,
+        "event": build.event,
         "commit": build.commit,
+        "created_at": build.created_at.isoformat(),
         "number": build.number,
         "seq": build.seq,
         "state": build.state,
@@ -73,7 +75,8 @@ def announce_log_parts(job, parts) -> None:
         "type": "log.parts",
         "job_id": job.pk,
         "attempt": parts[0].attempt,
-        "parts": [{"number": p.number, "content": p.content, "final": p.final} for p in parts],
+        "parts": [{"number": p.number, "content": p.content, "final": p.final, "at": p.created_at.isoformat()}
+                  for p in parts],
         "persisted_through": job.log_persisted_through,
     }
     announce_on_commit([job_group(job.pk)], frame)

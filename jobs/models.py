@@ -5,6 +5,8 @@ import secrets
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
 from django.db import models, transaction
 from django.db.models import F, Max
 from django.urls import reverse
@@ -25,7 +27,18 @@ from .states import (
 )
 
 DEFAULT_QUEUE = "builds.linux"
+
+
+def validate_regex(value: str) -> None:
+    try:
+        re.compile(value)
+    except re.error as e:
+        raise ValidationError(f"Not a regular expression: {e}") from None
+
+
 EXIT_LINE = re.compile(r"Done\. Your build exited with (-?\d+)\.")
+# Larger logs are not parsed whole for the build page's failure excerpt.
+EXCERPT_MAX_LOG_BYTES = 4 * 1024 * 1024
 TRUNCATION_MARKER = "\n\x1b[33;1m[buildboard] Log truncated: it exceeded the {limit} limit.\x1b[0m\n"
 
 
@@ -50,6 +63,13 @@ class Repository(models.Model):
     owner = models.CharField(max_length=100)
     name = models.CharField(max_length=100)
     private = models.BooleanField(default=False)
+    web_url = models.URLField(
+        "web URL", max_length=300, blank=True, validators=[URLValidator(schemes=["http", "https"])],
+        help_text="The repository on its forge, e.g. https://github.com/acme/rocket; commits link to "
+                  "<web URL>/commit/<sha>.")
+    error_pattern = models.CharField(
+        max_length=500, blank=True, validators=[validate_regex],
+        help_text="A regular expression for the job page's “Jump to first error”; empty: the site default.")
     created_at = models.DateTimeField(default=timezone.now)
     # Lets a private repository's badge be embedded (`?token=`); admins rotate it to cut old links off.
     badge_token = models.CharField(max_length=32, default=new_badge_token)
@@ -77,6 +97,16 @@ class Repository(models.Model):
     def rotate_badge_token(self) -> None:
         self.badge_token = new_badge_token()
         self.save(update_fields=["badge_token"])
+
+    def commit_url(self, commit: str) -> str:
+        """Where the forge shows this commit; empty without a web URL."""
+        if not self.web_url or not re.fullmatch(r"[0-9A-Za-z._-]+", commit or ""):
+            return ""
+        return f"{self.web_url.rstrip('/')}/commit/{commit}"
+
+    @property
+    def log_error_pattern(self) -> str:
+        return self.error_pattern or settings.LOG_ERROR_PATTERN
 
     def next_build_number(self) -> int:
         top = self.builds.aggregate(top=Max("number"))["top"]
@@ -121,6 +151,10 @@ class Build(models.Model):
         if self.started_at and self.finished_at:
             return self.finished_at - self.started_at
         return None
+
+    @property
+    def commit_url(self) -> str:
+        return self.repository.commit_url(self.commit)
 
     def refresh_state(self) -> bool:
         """Recompute state and times from the jobs; call inside the transaction that changed them.
@@ -320,14 +354,35 @@ class Job(models.Model):
                 self.inconsistent = self.state in FINAL_STATES and is_inconsistent(self.state, self.exit_code)
                 return
 
-    def log_parts(self, after: int = -1):
-        return self.parts.filter(attempt=self.attempt, number__gt=after).order_by("number")
+    def log_parts(self, after: int = -1, attempt: int | None = None):
+        return self.parts.filter(attempt=attempt or self.attempt, number__gt=after).order_by("number")
 
-    def log_text(self) -> str:
-        text = "".join(self.log_parts().values_list("content", flat=True))
-        if self.log_truncated:
+    def log_text(self, attempt: int | None = None) -> str:
+        """The whole log of the current attempt (or an earlier one, which is kept as it was)."""
+        text = "".join(self.log_parts(attempt=attempt).values_list("content", flat=True))
+        if self.log_truncated and attempt in (None, self.attempt):
             text += TRUNCATION_MARKER.format(limit=_human_bytes(settings.LOG_MAX_BYTES))
         return text
+
+    @property
+    def is_failure(self) -> bool:
+        return self.state in (JobState.FAILED, JobState.ERRORED)
+
+    def failure_excerpt(self):
+        """Where this finished job failed (see jobs/logtext.py); None without a log. A log too big to
+        read on every page view gives its last lines, unnumbered."""
+        from . import logtext
+
+        if self.log_bytes <= EXCERPT_MAX_LOG_BYTES:
+            return logtext.failure_excerpt(self.log_text())
+        tail, size = [], 0
+        for content in self.parts.filter(attempt=self.attempt).order_by("-number").values_list("content", flat=True):
+            tail.append(content)
+            size += len(content)
+            if size >= 64 * 1024:
+                break
+        lines = [logtext.visible(line) for line in "".join(reversed(tail)).splitlines()][-logtext.TAIL_LINES:]
+        return logtext.Excerpt(0, 0, lines)
 
     def as_api_dict(self) -> dict:
         return {

@@ -8,7 +8,9 @@ from accounts import audit
 
 from . import events
 from .models import Build, Job
-from .states import JobState
+from .states import ACTIVE_STATES, FINAL_STATES, JobState
+
+RESTARTABLE_FAILURES = (JobState.FAILED, JobState.ERRORED, JobState.CANCELED)
 
 
 def build_refresh(*, build_id: int) -> None:
@@ -71,3 +73,31 @@ def _audit(actor, action: str, job: Job) -> None:
     owner, name, number, attempt = repository
     audit.record(actor, action, organization=owner, target=f"{owner}/{name} job {number} (#{job.pk})",
                  detail=f"attempt {attempt}")
+
+
+@transaction.atomic
+def build_restart(*, build: Build, only_failed: bool = False, actor=None) -> int:
+    """Start the next attempt of the build's finished jobs (or only of those that failed, errored or
+    were canceled); returns how many jobs were restarted. Each restart is audited like a job's own."""
+    states = RESTARTABLE_FAILURES if only_failed else FINAL_STATES
+    restarted = 0
+    for job in Job.objects.select_for_update().filter(build=build, state__in=states).order_by("id"):
+        if job.restart():
+            _audit(actor, "job.restart", job)
+            events.announce_job(job)
+            restarted += 1
+    if restarted:
+        build_refresh(build_id=build.pk)
+    return restarted
+
+
+@transaction.atomic
+def build_cancel(*, build: Build, actor=None) -> int:
+    """Ask every running or queued job of the build to stop; returns how many were asked."""
+    canceled = 0
+    for job in Job.objects.select_for_update().filter(build=build, state__in=ACTIVE_STATES).order_by("id"):
+        if job.request_cancel():
+            _audit(actor, "job.cancel", job)
+            events.announce_job(job)
+            canceled += 1
+    return canceled

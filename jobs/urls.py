@@ -7,6 +7,7 @@ urlpatterns = [
     path("builds/<int:build_id>/", views.build_detail, name="jobs-build"),
     path("jobs/<int:job_id>/", views.job_detail, name="jobs-detail"),
     path("builds/<int:build_id>/row", views.build_row, name="jobs-build-row"),
+    path("builds/<int:build_id>/action", views.build_action, name="jobs-build-action"),
     path("jobs/<int:job_id>/log.txt", api.job_log_txt, name="jobs-log-txt"),
     path("jobs/<int:job_id>/cancel", views.job_cancel, name="jobs-cancel"),
     path("jobs/<int:job_id>/restart", views.job_restart, name="jobs-restart"),

@@ -5,10 +5,12 @@ Pages render the current state from the database; static/js then keeps them live
 import math
 import secrets
 
+from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Max
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -17,6 +19,7 @@ from accounts.forms import ConfirmForm, RepositorySettingsForm
 from accounts.services import organization_named
 
 from . import services
+from .forms import BuildActionForm
 from .models import Build, Job, Repository
 from .states import BuildState
 
@@ -40,7 +43,36 @@ def _get_repository_for_user(request: HttpRequest, owner: str, name: str) -> Rep
 
 
 def _build_filters(request: HttpRequest) -> dict[str, str]:
-    return {k: request.GET.get(k, "").strip() for k in ("repository", "branch", "state")}
+    return {k: request.GET.get(k, "").strip() for k in ("repository", "branch", "state", "event")}
+
+
+def _page_number(request: HttpRequest) -> int:
+    try:
+        return max(1, min(int(request.GET.get("page", 1)), 10_000))
+    except ValueError:
+        return 1
+
+
+def _paged(request: HttpRequest, builds) -> dict:
+    """One page of builds, newest first, with links to the neighbouring pages. No COUNT(*): one row
+    more than a page tells whether there is an older page."""
+    page = _page_number(request)
+    start = (page - 1) * HISTORY_LENGTH
+    rows = list(builds[start:start + HISTORY_LENGTH + 1])
+
+    def url(number: int) -> str:
+        query = request.GET.copy()
+        query["page"] = str(number)
+        if number == 1:
+            del query["page"]
+        return f"?{query.urlencode()}" if query else request.path
+
+    return {
+        "builds": rows[:HISTORY_LENGTH],
+        "page": page,
+        "newer_url": url(page - 1) if page > 1 else "",
+        "older_url": url(page + 1) if len(rows) > HISTORY_LENGTH else "",
+    }
 
 
 def _filter_builds(builds, filters: dict[str, str]):
@@ -51,6 +83,8 @@ def _filter_builds(builds, filters: dict[str, str]):
         builds = builds.filter(branch=filters["branch"])
     if filters["state"]:
         builds = builds.filter(state=filters["state"])
+    if filters["event"]:
+        builds = builds.filter(event=filters["event"])
     return builds
 
 
@@ -65,36 +99,85 @@ def home(request: HttpRequest) -> HttpResponse:
     filters = _build_filters(request)
     builds = _filter_builds(Build.objects.visible_to(request.user).select_related("repository"), filters)
     ctx = {
-        "builds": builds[:HISTORY_LENGTH],
+        **_paged(request, builds),
         "filters": filters,
+        "filtered": any(filters.values()),
         "states": BuildState.choices,
         "repositories": Repository.objects.visible_to(request.user).only("owner", "name"),
     }
     return render(request, "jobs/home.html", ctx)
 
 
+REPOSITORY_TABS = {"branches": "Branches", "pulls": "Pull requests", "history": "Build history"}
+PULL_REQUEST = "pull_request"
+
+
+def _latest_per_branch(builds) -> list[Build]:
+    """The newest build of each branch, for the branch and pull-request tabs."""
+    latest = builds.values("branch").annotate(top=Max("number")).order_by("-top")[:BRANCH_SUMMARY_LENGTH]
+    return sorted(builds.filter(number__in=[row["top"] for row in latest]), key=lambda b: -b.number)
+
+
 @require_GET
 def repository_detail(request: HttpRequest, owner: str, name: str) -> HttpResponse:
+    """A repository's builds in three tabs, as other CI products show them: the latest build of each
+    branch (pushes), of each pull request, and the whole history."""
     repo = _get_repository_for_user(request, owner, name)
+    tab = request.GET.get("tab", "branches")
+    if tab not in REPOSITORY_TABS:
+        raise Http404("No such tab")
     builds = repo.builds.select_related("repository")
-    latest = (repo.builds.values("branch").annotate(top=Max("number")).order_by("-top")[:BRANCH_SUMMARY_LENGTH])
-    tops = [row["top"] for row in latest]
-    branches = sorted(builds.filter(number__in=tops), key=lambda b: -b.number)
-    ctx = {
-        "repository": repo,
-        "builds": builds[:HISTORY_LENGTH],
-        "branches": branches,
-        "filters": {"repository": repo.slug, "branch": "", "state": ""},
-        "can_admin": permissions.can_admin_repository(request.user, repo),
-    }
+    ctx = {"repository": repo, "tab": tab, "tabs": REPOSITORY_TABS,
+           "filters": {"repository": repo.slug, "branch": "", "state": "", "event": ""},
+           "can_admin": permissions.can_admin_repository(request.user, repo)}
+    if tab == "history":
+        ctx.update(_paged(request, builds))
+    else:
+        pulls = tab == "pulls"
+        chosen = builds.filter(event=PULL_REQUEST) if pulls else builds.exclude(event=PULL_REQUEST)
+        ctx["branches"] = _latest_per_branch(chosen)
+        ctx["filters"]["event"] = PULL_REQUEST if pulls else ""
     return render(request, "jobs/repository.html", ctx)
 
 
 @require_GET
 def build_detail(request: HttpRequest, build_id: int) -> HttpResponse:
     build = _get_build_for_user(request, build_id)
-    ctx = {"build": build, "jobs": build.jobs.order_by("id")}
+    jobs = list(build.jobs.order_by("id"))
+    # A failing build shows where each failed job failed, without a click.
+    failures = [{"job": j, "excerpt": j.failure_excerpt()} for j in jobs if j.is_failure]
+    ctx = {
+        "build": build,
+        "jobs": jobs,
+        "failures": failures,
+        "can_act": permissions.can_operate(request.user, build.repository),
+        "restarted": sum(1 for j in jobs if j.attempt > 1),
+        "any_active": any(not j.is_finished for j in jobs),
+        "any_finished": any(j.is_finished for j in jobs),
+        "any_failed": any(j.state in services.RESTARTABLE_FAILURES for j in jobs),
+    }
     return render(request, "jobs/build.html", ctx)
+
+
+@require_POST
+def build_action(request: HttpRequest, build_id: int) -> HttpResponse:
+    """Restart the whole build, only its failed jobs, or cancel it."""
+    build = _get_build_for_user(request, build_id)
+    _require_operate(request, build.repository)
+    form = BuildActionForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Unknown action.")
+        return redirect(build)
+    action = form.cleaned_data["action"]
+    if action == "cancel":
+        n = services.build_cancel(build=build, actor=request.user)
+        done = f"Asked {n} running job{pluralize(n)} to stop." if n else "No job was running."
+    else:
+        n = services.build_restart(build=build, only_failed=action == "restart_failed", actor=request.user)
+        what = "failed job" if action == "restart_failed" else "job"
+        done = f"Restarted {n} {what}{pluralize(n)}." if n else f"No finished {what} to restart."
+    (messages.success if n else messages.info)(request, done)
+    return redirect(build)
 
 
 @require_GET
@@ -109,11 +192,21 @@ def build_row(request: HttpRequest, build_id: int) -> HttpResponse:
 @require_GET
 def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
     job = _get_job_for_user(request, job_id)
+    try:
+        attempt = int(request.GET.get("attempt", job.attempt))
+    except ValueError:
+        attempt = job.attempt
+    if not 1 <= attempt <= job.attempt:
+        raise Http404("No such attempt")
     ctx = {
         "job": job,
         "build": job.build,
+        "attempt": attempt,
+        "attempts": range(job.attempt, 0, -1),
+        "current_attempt": attempt == job.attempt,
         "can_act": permissions.can_operate(request.user, job.build.repository),
-        "siblings": job.build.jobs.order_by("id").only("id", "number", "state", "cancel_requested"),
+        "siblings": job.build.jobs.order_by("id").only("id", "number", "state", "cancel_requested", "attempt"),
+        "error_pattern": job.build.repository.log_error_pattern,
     }
     return render(request, "jobs/job.html", ctx)
 
@@ -122,7 +215,10 @@ def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
 def job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
     job = _get_job_for_user(request, job_id)
     _require_operate(request, job.build.repository)
-    services.job_cancel(job=job, actor=request.user)  # already finished: nothing to cancel, the page shows the state
+    if services.job_cancel(job=job, actor=request.user):
+        messages.success(request, f"Asked job {job.number} to stop.")
+    else:  # already finished: nothing to cancel
+        messages.info(request, f"Job {job.number} had already finished.")
     return redirect(job)
 
 
@@ -130,7 +226,10 @@ def job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
 def job_restart(request: HttpRequest, job_id: int) -> HttpResponse:
     job = _get_job_for_user(request, job_id)
     _require_operate(request, job.build.repository)
-    services.job_restart(job=job, actor=request.user)  # still running: the page shows it, with a cancel button instead
+    if services.job_restart(job=job, actor=request.user):
+        messages.success(request, f"Job {job.number} restarted: attempt {job.attempt}.")
+    else:  # still running: the page shows it, with a cancel button instead
+        messages.info(request, f"Job {job.number} is still running; cancel it first.")
     return redirect(job)
 
 

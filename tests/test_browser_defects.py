@@ -153,10 +153,13 @@ def test_the_sticky_log_toolbar_meets_the_header_without_a_gap(asgi_server, page
     page.mouse.wheel(0, 3000)
     page.wait_for_timeout(200)
     header = box(page.locator("header.topbar"))
+    jobbar = box(page.locator("[data-role=jobbar]"))  # the compact job header, once the page head is away
     toolbar = box(page.locator(".logbar"))
     assert header["y"] == 0
-    gap = toolbar["y"] - (header["y"] + header["height"])
-    assert -0.5 <= gap <= 0.5, f"{gap:.1f}px between the header and the log toolbar"
+    gap = jobbar["y"] - (header["y"] + header["height"])
+    assert -0.5 <= gap <= 0.5, f"{gap:.1f}px between the header and the compact job header"
+    gap = toolbar["y"] - (jobbar["y"] + jobbar["height"])
+    assert -0.5 <= gap <= 0.5, f"{gap:.1f}px between the compact job header and the log toolbar"
 
 
 # 7 ------------------------------------------------------------------------------------------------

@@ -60,15 +60,49 @@ def test_home_filters_by_repository_branch_and_state(client, make_build):
     assert numbers("?repository=nobody/nothing") == []
 
 
-def test_repository_page_shows_history_and_latest_build_per_branch(client, make_build):
+def test_repository_page_has_branch_pull_request_and_history_tabs(client, make_build):
     make_build(branch="main")
     newest_main = make_build(branch="main")
     feature = make_build(branch="feature/wings")
+    pull = make_build(branch="feature/wings", event="pull_request")
     page = client.get("/acme/rocket/").content.decode()
     cards = re.findall(r'class="branch-card" data-build-id="(\d+)"', page)
-    assert cards == [str(feature.pk), str(newest_main.pk)]
-    assert page.count("<tr data-build-id=") == 3
+    assert cards == [str(feature.pk), str(newest_main.pk)]  # pushes only
     assert "/acme/rocket.svg" in page
+    pulls = client.get("/acme/rocket/?tab=pulls").content.decode()
+    assert re.findall(r'class="branch-card" data-build-id="(\d+)"', pulls) == [str(pull.pk)]
+    history = client.get("/acme/rocket/?tab=history").content.decode()
+    assert history.count("<tr data-build-id=") == 4
+    assert client.get("/acme/rocket/?tab=nope").status_code == 404
+
+
+def test_history_pages_past_fifty_builds_without_counting(client, make_build):
+    for _ in range(53):
+        make_build()
+    first = client.get("/").content.decode()
+    assert first.count("<tr data-build-id=") == 50
+    assert 'href="?page=2"' in first and "Newer builds" not in first
+    second = client.get("/?page=2").content.decode()
+    assert second.count("<tr data-build-id=") == 3
+    assert 'href="/"' in second and "Older builds" not in second
+    assert client.get("/?page=x").status_code == 200
+
+
+def test_an_empty_filtered_list_says_so(client, make_build):
+    make_build()
+    page = client.get("/?branch=nothing-here").content.decode()
+    assert "No builds match these filters" in page
+    assert "No builds yet" not in page
+
+
+def test_commits_link_to_the_forge_when_the_repository_has_a_web_url(client, make_build):
+    build = make_build(commit="4f9c2d1e8b")
+    assert "commit-link" not in client.get(f"/builds/{build.pk}/").content.decode()
+    build.repository.web_url = "https://github.com/acme/rocket"
+    build.repository.save()
+    page = client.get(f"/builds/{build.pk}/").content.decode()
+    assert 'href="https://github.com/acme/rocket/commit/4f9c2d1e8b"' in page
+    assert 'href="https://github.com/acme/rocket/commit/4f9c2d1e8b"' in client.get("/").content.decode()
 
 
 def test_private_repository_page_is_404_to_anonymous(client, private_build, alice):

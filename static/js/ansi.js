@@ -27,10 +27,37 @@ function colourClass(kind, rgb) {
   return name;
 }
 
+// Plain http(s) URLs in log text become links; anything else (javascript:, data:, ...) stays text.
+const URL_IN_TEXT = /\bhttps?:\/\/[^\s<>"'`\x00-\x1f\x7f]+/gi;
+const TRAILING = /[.,;:!?)\]}'"]+$/;
+
+function link(href, text) {
+  return `<a href="${escapeHtml(href)}" rel="nofollow noopener noreferrer" target="_blank">${text}</a>`;
+}
+
+/** Escape text, turning the http(s) URLs in it into links that the URL parser accepts. */
+export function linkify(raw) {
+  let html = "";
+  let last = 0;
+  for (const match of raw.matchAll(URL_IN_TEXT)) {
+    const candidate = match[0].replace(TRAILING, "");
+    let url = null;
+    try {
+      url = new URL(candidate);
+    } catch {
+      url = null;
+    }
+    if (!url || (url.protocol !== "http:" && url.protocol !== "https:")) continue;
+    html += escapeHtml(raw.slice(last, match.index)) + link(url.href, escapeHtml(candidate));
+    last = match.index + candidate.length;
+  }
+  return html + escapeHtml(raw.slice(last));
+}
+
 class ClassAnsiUp extends AnsiUp {
   transform_to_html(fragment) {
     if (!fragment.text) return "";
-    const text = escapeHtml(fragment.text);
+    const text = fragment.text.includes("://") ? linkify(fragment.text) : escapeHtml(fragment.text);
     const classes = [];
     if (fragment.bold) classes.push("a-b");
     if (fragment.faint) classes.push("a-f");
@@ -50,7 +77,7 @@ class ClassAnsiUp extends AnsiUp {
       return text;
     }
     if (url.protocol !== "http:" && url.protocol !== "https:") return text;
-    return `<a href="${escapeHtml(url.href)}" rel="nofollow noopener noreferrer" target="_blank">${text}</a>`;
+    return link(url.href, text);
   }
 }
 

@@ -1,7 +1,9 @@
 // Home, repository and build pages: states, durations and new builds arrive over a websocket.
 // Frames carry the build's or job's seq, so an older frame never overwrites a newer state. After a
 // reconnect the live parts of the page are re-read from the server, since frames may have been missed.
-import { LiveSocket, isFresh, setState, showLive, tickDurations, updateDuration } from "./live.js";
+import {
+  LiveSocket, isFresh, renderRelativeTimes, setState, showLive, tickDurations, tickRelativeTimes, updateDuration,
+} from "./live.js";
 
 const MAX_ROWS = 50;
 // Looked up each time: a resync replaces these elements.
@@ -20,7 +22,10 @@ function onBuild(frame) {
       frame.finished_at);
   }
   const table = liveTable();
-  if (table && !table.querySelector(`tr[data-build-id="${frame.build_id}"]`)) addRow(table, frame);
+  // Only the first page grows: later pages are a fixed slice of the past.
+  if (table && table.dataset.page === "1" && !table.querySelector(`tr[data-build-id="${frame.build_id}"]`)) {
+    addRow(table, frame);
+  }
   const branches = liveBranches();
   if (branches) updateBranch(branches, frame);
 }
@@ -33,6 +38,22 @@ function onJob(frame) {
   role(row, "inconsistent").hidden = !frame.inconsistent;
   if (frame.worker) role(row, "worker").textContent = frame.worker;
   updateDuration(role(row, "duration"), frame.started_at, frame.finished_at);
+  const attempt = role(row, "attempt");
+  if (attempt) {
+    attempt.hidden = frame.attempt < 2;
+    attempt.textContent = `attempt ${frame.attempt}`;
+  }
+  // A job that has just failed (or been restarted) changes the failure excerpts and the build's buttons.
+  const before = row.dataset.state;
+  row.dataset.state = frame.state;
+  const failing = (state) => state === "failed" || state === "errored";
+  if (before !== frame.state && (failing(frame.state) || failing(before))) scheduleResync();
+}
+
+let resyncTimer = null;
+function scheduleResync() {
+  clearTimeout(resyncTimer);
+  resyncTimer = setTimeout(resync, 300); // one refetch for a burst of frames
 }
 
 /** A build this page has not shown yet: ask the server for its row, which also applies the filters. */
@@ -43,7 +64,7 @@ async function addRow(table, frame) {
   fetching.add(frame.build_id);
   try {
     const params = new URLSearchParams();
-    for (const name of ["repository", "branch", "state"]) {
+    for (const name of ["repository", "branch", "state", "event"]) {
       const value = table.dataset[`filter${name[0].toUpperCase()}${name.slice(1)}`];
       if (value) params.set(name, value);
     }
@@ -57,7 +78,8 @@ async function addRow(table, frame) {
     const before = [...body.rows].find((r) => Number(r.dataset.buildId) < frame.build_id);
     body.insertBefore(row, before || null);
     while (body.rows.length > MAX_ROWS) body.lastElementChild.remove();
-    role(table.parentElement, "empty").hidden = true;
+    renderRelativeTimes(row);
+    role(table.parentElement, "empty")?.remove();
   } finally {
     fetching.delete(frame.build_id);
   }
@@ -65,6 +87,7 @@ async function addRow(table, frame) {
 
 function updateBranch(branches, frame) {
   if (String(frame.repository_id) !== branches.dataset.repositoryId || !frame.branch) return;
+  if ((frame.event === "pull_request") !== (branches.dataset.event === "pull_request")) return;
   let card = [...branches.children].find((c) => c.dataset.branch === frame.branch);
   if (card && Number(card.dataset.buildId) > frame.build_id) return; // an older build of that branch
   if (!card) {
@@ -79,10 +102,18 @@ function updateBranch(branches, frame) {
   if (Number(card.dataset.buildId) !== frame.build_id) {
     card.dataset.buildId = String(frame.build_id);
     card.dataset.seq = "-1";
-    const link = card.querySelector("a[href^='/builds/']");
+    const link = role(card, "build-link");
     link.href = `/builds/${frame.build_id}/`;
     link.textContent = `#${frame.number}`;
-    card.querySelector("code").textContent = (frame.commit || "").slice(0, 7);
+    const code = card.querySelector("code");
+    const forge = code.closest("a.commit-link");
+    if (forge) forge.href = forge.href.replace(/[^/]*$/, encodeURIComponent(frame.commit || ""));
+    code.textContent = (frame.commit || "").slice(0, 7);
+    const time = card.querySelector("time[data-relative]");
+    if (time && frame.created_at) {
+      time.dateTime = frame.created_at;
+      renderRelativeTimes(card);
+    }
   }
   if (!isFresh(card, frame.seq)) return;
   setState(role(card, "state"), frame.state);
@@ -98,6 +129,7 @@ async function resync() {
     const twin = fresh.querySelector(`[data-live="${el.dataset.live}"]`);
     if (twin) el.replaceWith(document.importNode(twin, true));
   }
+  renderRelativeTimes();
 }
 
 const path = buildPage ? `/ws/builds/${buildPage.dataset.buildId}/` : "/ws/builds/";
@@ -112,3 +144,4 @@ new LiveSocket(() => path, {
   onStatus: showLive,
 });
 tickDurations();
+tickRelativeTimes();

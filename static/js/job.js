@@ -23,7 +23,7 @@ else view.setFollow(!location.hash);
 truncatedNote.hidden = section.dataset.truncated !== "true";
 
 function onParts(parts) {
-  for (const part of parts) model.append(part.content);
+  for (const part of parts) model.append(part.content, part.at);
   if (parts.some((p) => p.final)) completeLog();
   view.refresh();
 }
@@ -39,6 +39,11 @@ function onReset(attempt) {
   logComplete = false;
   truncatedNote.hidden = true;
   $("attempt").textContent = attempt;
+  const picker = document.querySelector("[data-role=attempt-picker] select");
+  if (picker && ![...picker.options].some((o) => Number(o.value) === attempt)) {
+    for (const option of picker.options) option.textContent = option.value;
+    picker.prepend(new Option(`${attempt} (latest)`, String(attempt), true, true));
+  }
   view.setQuery(searchInput.value);
   view.refresh();
   view.setFollow(true);
@@ -74,15 +79,86 @@ function onStatus(status) {
   statusEl.textContent = status === "live" ? "" : status;
 }
 
-const stream = new LogStream({
-  wsPath: section.dataset.wsPath,
-  logUrl: section.dataset.logUrl,
-  attempt: Number(section.dataset.attempt),
-  onParts,
-  onReset,
-  onState,
-  onStatus,
+/** An earlier attempt is over and kept as it was: read it once over HTTP, no live updates. */
+async function loadEarlierAttempt(attempt) {
+  statusEl.textContent = "loading…";
+  let after = -1;
+  for (;;) {
+    const response = await fetch(`${section.dataset.logUrl}?attempt=${attempt}&after=${after}&limit=5000`, {
+      headers: { Accept: "application/json" },
+      credentials: "same-origin",
+    });
+    if (!response.ok) {
+      statusEl.textContent = `could not load the log (${response.status})`;
+      return;
+    }
+    const page = await response.json();
+    for (const part of page.parts) model.append(part.content, part.at);
+    if (page.parts.length) after = page.parts[page.parts.length - 1].number;
+    if (!page.more || !page.parts.length) break;
+  }
+  model.complete();
+  model.finish();
+  view.refresh();
+  statusEl.textContent = `attempt ${attempt}`;
+  section.dataset.status = "loaded";
+}
+
+const current = section.dataset.current !== "false";
+const stream = current
+  ? new LogStream({
+      wsPath: section.dataset.wsPath,
+      logUrl: section.dataset.logUrl,
+      attempt: Number(section.dataset.attempt),
+      onParts,
+      onReset,
+      onState,
+      onStatus,
+    })
+  : null;
+if (!current) {
+  model.finished = true;
+  loadEarlierAttempt(Number(section.dataset.attempt));
+}
+
+// The attempt picker: choosing an attempt shows it (the Show button is there without JavaScript).
+const picker = document.querySelector("[data-role=attempt-picker]");
+if (picker) {
+  $("attempt-go", picker).hidden = true;
+  picker.querySelector("select").addEventListener("change", () => picker.requestSubmit());
+}
+
+// Jump to first error: the failing fold, or the first line matching the repository's error pattern.
+let errorPattern = null;
+try {
+  errorPattern = new RegExp(section.dataset.errorPattern, "im");
+} catch {
+  errorPattern = /\b(?:error|failed|fatal)\b/i; // a pattern only Python understands
+}
+$("jump-error", section).addEventListener("click", () => {
+  const row = model.firstError(errorPattern);
+  if (row < 0) {
+    statusEl.textContent = "no error found";
+    return;
+  }
+  view.goToRow(row);
 });
+
+// Timestamps: when each line arrived, from the time its part was stored.
+const timesButton = $("timestamps", section);
+timesButton.addEventListener("click", () => {
+  const on = timesButton.getAttribute("aria-pressed") !== "true";
+  timesButton.setAttribute("aria-pressed", String(on));
+  view.setShowTimes(on);
+});
+
+// A compact header (state, duration, worker, buttons) stays in view once the page head has scrolled away.
+const jobbar = $("jobbar");
+new IntersectionObserver(([entry]) => {
+  const away = !entry.isIntersecting && entry.boundingClientRect.top < 0;
+  jobbar.hidden = !away;
+  document.body.classList.toggle("jobbar-on", away);
+}, { rootMargin: "-48px 0px 0px 0px" }).observe($("page-head"));
 
 // Search box: Enter for the next match, Shift+Enter for the previous; "/" focuses it.
 function showCount(current, total) {

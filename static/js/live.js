@@ -112,3 +112,30 @@ export function isFresh(el, seq) {
   el.dataset.seq = String(seq);
   return true;
 }
+
+/** "just now", "5 min ago", "3 h ago", "2 days ago", like the `ago` filter in jobs_extras.py. */
+export function relativeTime(date, now = Date.now()) {
+  const seconds = Math.max(0, Math.floor((now - date) / 1000));
+  if (seconds < 45) return "just now";
+  if (seconds < 3600) return `${Math.max(1, Math.round(seconds / 60))} min ago`;
+  if (seconds < 86400) return `${Math.round(seconds / 3600)} h ago`;
+  const days = Math.round(seconds / 86400);
+  return `${days} day${days === 1 ? "" : "s"} ago`;
+}
+
+const absolute = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "long" });
+
+/** Relative times stay current; hovering one shows the absolute time in the reader's own time zone. */
+export function renderRelativeTimes(root = document) {
+  for (const el of root.querySelectorAll("time[data-relative]")) {
+    const date = new Date(el.dateTime);
+    if (Number.isNaN(date.getTime())) continue;
+    el.textContent = relativeTime(date);
+    el.title = absolute.format(date);
+  }
+}
+
+export function tickRelativeTimes() {
+  renderRelativeTimes();
+  setInterval(() => renderRelativeTimes(), 30000);
+}

@@ -40,6 +40,13 @@ export class LogModel {
     this.tailRow = null; // {text, sgr} shown for it
     this.finished = false;
     this.plain = []; // visible text per row, filled in lazily for search
+    this.times = []; // when each row's part arrived (ms since the epoch), for the timestamps column
+    this.partAt = null;
+  }
+
+  /** When the row's line arrived: the part that completed it (or, for the unfinished last line, the latest). */
+  rowTime(i) {
+    return i < this.times.length ? this.times[i] : this.partAt;
   }
 
   get length() {
@@ -60,8 +67,9 @@ export class LogModel {
     return this.plain[i];
   }
 
-  /** Append log content (any slicing of the text). */
-  append(content) {
+  /** Append log content (any slicing of the text), which arrived at `at` (ISO 8601, optional). */
+  append(content, at) {
+    if (at) this.partAt = Date.parse(at);
     const lines = (this.tail + content).split("\n");
     this.tail = lines.pop();
     for (const line of lines) this.addLine(line);
@@ -107,6 +115,7 @@ export class LogModel {
     const row = this.text.length;
     this.text.push(line);
     this.sgr.push(this.prefix);
+    this.times.push(this.partAt);
     this.prefix = nextPrefix(this.prefix, line);
     for (const id of this.waiting.folds) this.startFold(id, row);
     for (const timer of this.waiting.timers) this.startTimer(timer, row);
@@ -200,6 +209,22 @@ export class LogModel {
       }
     }
     return changed;
+  }
+
+  /** Where a reader looks first when a job failed: the first line matching `pattern` inside the failing
+   * fold (the one left open), else that fold's first line, else the first matching line anywhere.
+   * Returns a row index, or -1. */
+  firstError(pattern) {
+    const failed = this.folds.filter((f) => f.failed && f.start !== null).sort((a, b) => a.start - b.start);
+    const test = (row) => pattern && pattern.test(this.plainText(row));
+    if (failed.length) {
+      const fold = failed[failed.length - 1]; // the innermost, where it actually stopped
+      const end = fold.end === null ? this.length - 1 : fold.end;
+      for (let row = fold.start; row <= end; row++) if (test(row)) return row;
+      return fold.start;
+    }
+    for (let row = 0; row < this.length; row++) if (test(row)) return row;
+    return -1;
   }
 
   foldsAt(row) {

@@ -25,6 +25,7 @@ export class LogView {
     this.keepHighlightOpen = false; // until the reader folds something themselves
     this.search = { query: "", matches: [], current: -1, rowsWithMatch: new Set(), scanned: 0 };
     this.follow = false;
+    this.showTimes = false;
     this.lastScrollY = window.scrollY;
     this.frame = 0;
 
@@ -97,7 +98,27 @@ export class LogView {
     const ns = this.model.durations.get(row);
     const duration = ns === undefined ? "" : `<span class="dur">${formatNanoseconds(ns)}</span>`;
     const text = lineToHtml(this.model.rowSgr(row), this.model.rowText(row));
-    return `<div class="${classes.join(" ")}" data-row="${row}"><a class="n" href="#L${n}" tabindex="-1">${n}</a>${fold}<span class="t">${text}</span>${duration}</div>`;
+    const time = this.showTimes ? `<span class="ts">${formatTime(this.model.rowTime(row))}</span>` : "";
+    return `<div class="${classes.join(" ")}" data-row="${row}"><a class="n" href="#L${n}" tabindex="-1">${n}</a>${time}${fold}<span class="t">${text}</span>${duration}</div>`;
+  }
+
+  /** Show or hide when each line arrived. */
+  setShowTimes(on) {
+    this.showTimes = on;
+    this.version++;
+    this.schedule();
+  }
+
+  /** Highlight line `row` (0-based), open what hides it, put it in the address and in view. */
+  goToRow(row) {
+    const n = row + 1;
+    this.setFollow(false);
+    this.keepHighlightOpen = true;
+    if (this.model.reveal(row)) this.refresh();
+    this.anchor = n;
+    this.setHighlight(n, n);
+    history.replaceState(null, "", `#L${n}`);
+    this.scrollToRow(row);
   }
 
   onClick(event) {
@@ -254,6 +275,12 @@ export class LogView {
       }
     }
   }
+}
+
+const clock = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+
+function formatTime(ms) {
+  return ms === null || ms === undefined || Number.isNaN(ms) ? "--:--:--" : clock.format(ms);
 }
 
 /** The first index in sorted `values` whose key is >= target. */
