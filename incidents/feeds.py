@@ -3,6 +3,7 @@
 from django.conf import settings
 from django.contrib.syndication.views import Feed
 from django.utils.feedgenerator import Atom1Feed
+from django.utils.html import escape
 
 from . import api
 from .markdown import render_markdown
@@ -23,17 +24,22 @@ class HistoryRssFeed(Feed):
     def description(self) -> str:
         return f"Incidents and their latest updates on the {settings.SITE_NAME} status page."
 
-    def items(self) -> list[Incident]:
-        return list(api.public_incidents().order_by("-updated_at", "-id")[:FEED_ITEMS])
-
     def item_title(self, item: Incident) -> str:
         return item.name
 
+    def items(self) -> list[Incident]:
+        return list(api.public_incidents().select_related("postmortem").order_by("-updated_at", "-id")[:FEED_ITEMS])
+
     def item_description(self, item: Incident) -> str:
+        """The postmortem once it is published (it is what readers come back for), then the latest update."""
+        html = ""
+        postmortem = item.published_postmortem()
+        if postmortem is not None:
+            html += "<h2>Postmortem</h2>" + render_markdown(postmortem.body)
         latest = item.updates.all()[0] if item.updates.all() else None
-        if latest is None:
-            return ""
-        return f"<p><strong>{latest.get_status_display()}</strong></p>" + render_markdown(latest.body)
+        if latest is not None:
+            html += f"<p><strong>{escape(latest.get_status_display())}</strong></p>" + render_markdown(latest.body)
+        return html
 
     def item_link(self, item: Incident) -> str:
         return item.get_absolute_url()
@@ -47,7 +53,8 @@ class HistoryRssFeed(Feed):
         return item.started_at
 
     def item_updateddate(self, item: Incident):
-        return item.updated_at
+        postmortem = item.published_postmortem()
+        return max(item.updated_at, postmortem.published_at) if postmortem else item.updated_at
 
 
 class HistoryAtomFeed(HistoryRssFeed):

@@ -4,14 +4,18 @@ from datetime import UTC, datetime
 
 from django import forms
 
+from buildboard.lib import ssrf
+
 from .models import (
     UPDATE_STATUSES,
     Component,
     ComponentGroup,
     ComponentStatus,
     Impact,
+    Incident,
     IncidentTemplate,
     MaintenanceStatus,
+    SubscriberKind,
 )
 
 UNCHANGED = ""
@@ -146,14 +150,70 @@ class IncidentTemplateForm(forms.ModelForm):
 
 
 class WebhookForm(forms.Form):
+    kind = forms.ChoiceField(label="Kind", choices=[(SubscriberKind.WEBHOOK, "Webhook (signed JSON)"),
+                                                    (SubscriberKind.SLACK, "Slack incoming webhook")])
     url = forms.URLField(label="URL", max_length=500, assume_scheme="https")
     components = forms.ModelMultipleChoiceField(Component.objects.all(), required=False,
                                                 widget=forms.CheckboxSelectMultiple,
                                                 help_text="None selected means every component.")
+    allow_private = forms.BooleanField(
+        label="Allow a loopback, private or link-local address", required=False,
+        help_text="Only for a receiver inside your own network; public subscriptions never may.")
+
+    def clean(self):
+        data = super().clean()
+        if data.get("url"):
+            try:
+                ssrf.resolve(data["url"], allow_private=data.get("allow_private", False))
+            except ssrf.UnsafeURL as e:
+                self.add_error("url", str(e))
+        return data
 
 
-class SubscribeForm(forms.Form):
+class _IncidentChoice(forms.Form):
+    """An optional hidden incident code: subscribe to that incident's updates only."""
+
+    incident = forms.CharField(required=False, widget=forms.HiddenInput, max_length=12)
+
+    def clean_incident(self) -> Incident | None:
+        code = self.cleaned_data["incident"]
+        if not code:
+            return None
+        incident = Incident.objects.public().filter(code=code).first()
+        if incident is None:
+            raise forms.ValidationError("That incident does not exist.")
+        return incident
+
+
+class SubscribeForm(_IncidentChoice):
     email = forms.EmailField()
     components = forms.ModelMultipleChoiceField(Component.objects.all(), required=False,
                                                 widget=forms.CheckboxSelectMultiple,
                                                 help_text="None selected means every component.")
+
+
+class UrlSubscribeForm(_IncidentChoice):
+    """A webhook or Slack subscription anyone can ask for; its URL must reach a public address."""
+
+    kind = forms.ChoiceField(label="Send to", widget=forms.RadioSelect, initial=SubscriberKind.WEBHOOK,
+                             choices=[(SubscriberKind.WEBHOOK, "A webhook (signed JSON)"),
+                                      (SubscriberKind.SLACK, "A Slack channel (incoming webhook)")])
+    url = forms.URLField(label="URL", max_length=500, assume_scheme="https",
+                         help_text="It receives a confirmation link first; nothing else is sent until it is followed.")
+    components = forms.ModelMultipleChoiceField(Component.objects.all(), required=False,
+                                                widget=forms.CheckboxSelectMultiple,
+                                                help_text="None selected means every component.")
+
+    def clean(self):
+        data = super().clean()
+        url = data.get("url")
+        if not url:
+            return data
+        if data.get("kind") == SubscriberKind.SLACK and not url.startswith("https://"):
+            self.add_error("url", "A Slack incoming webhook URL starts with https://.")
+            return data
+        try:
+            ssrf.resolve(url)
+        except ssrf.UnsafeURL as e:
+            self.add_error("url", str(e))
+        return data

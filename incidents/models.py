@@ -377,11 +377,21 @@ class IncidentTemplate(models.Model):
 class SubscriberKind(models.TextChoices):
     EMAIL = "email", "Email"
     WEBHOOK = "webhook", "Webhook"
+    SLACK = "slack", "Slack incoming webhook"
+
+
+URL_KINDS = (SubscriberKind.WEBHOOK, SubscriberKind.SLACK)
 
 
 class SubscriberQuerySet(models.QuerySet):
     def active(self) -> "SubscriberQuerySet":
         return self.filter(confirmed_at__isnull=False, unsubscribed_at__isnull=True)
+
+    def following(self, incident_id: int | None) -> "SubscriberQuerySet":
+        """Subscribers to the whole page, plus (for an incident's news) those following that incident."""
+        if incident_id is None:
+            return self.filter(incident__isnull=True)
+        return self.filter(models.Q(incident__isnull=True) | models.Q(incident_id=incident_id))
 
     def interested_in(self, component_ids: list[int]) -> "SubscriberQuerySet":
         """Subscribers to everything, or to any of these components."""
@@ -399,6 +409,10 @@ class Subscriber(models.Model):
     secret = models.CharField(max_length=64, default=new_secret, editable=False)
     components = models.ManyToManyField(Component, blank=True, related_name="subscribers",
                                         help_text="None means every component.")
+    incident = models.ForeignKey(Incident, models.CASCADE, null=True, blank=True, related_name="subscribers",
+                                 help_text="Only this incident's updates; empty: the whole page.")
+    allow_private = models.BooleanField(
+        default=False, help_text="Staff allowed a loopback, private or link-local webhook target.")
     created_at = models.DateTimeField(default=timezone.now)
     confirmed_at = models.DateTimeField(null=True, blank=True)
     confirmation_sent_at = models.DateTimeField(null=True, blank=True)
@@ -414,9 +428,13 @@ class Subscriber(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=(models.Q(kind="email") & ~models.Q(email=""))
-                | (models.Q(kind="webhook") & ~models.Q(url="")),
+                | (models.Q(kind__in=["webhook", "slack"]) & ~models.Q(url="")),
                 name="subscriber_has_address"),
         ]
 
     def __str__(self) -> str:
         return self.email or self.url
+
+    @property
+    def is_url(self) -> bool:
+        return self.kind in URL_KINDS

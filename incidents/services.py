@@ -249,15 +249,16 @@ def maintenance_transition_due(*, now: datetime | None = None) -> int:
 
 
 @transaction.atomic
-def subscriber_subscribe_email(*, email: str, components: list[Component]) -> Subscriber:
-    """A pending email subscription and its confirmation mail (double opt-in). Subscribing again
-    with a pending or lapsed address starts over rather than failing, and says nothing about
-    whether the address was known."""
+def subscriber_subscribe_email(*, email: str, components: list[Component], incident: Incident | None = None
+                               ) -> Subscriber:
+    """A pending email subscription (to the page, or to one incident) and its confirmation mail
+    (double opt-in). Subscribing again with a pending or lapsed address starts over rather than
+    failing, and says nothing about whether the address was known."""
     from . import tasks
 
-    subscriber = Subscriber.objects.filter(kind=SubscriberKind.EMAIL, email__iexact=email).first()
+    subscriber = Subscriber.objects.filter(kind=SubscriberKind.EMAIL, email__iexact=email, incident=incident).first()
     if subscriber is None:
-        subscriber = Subscriber.objects.create(kind=SubscriberKind.EMAIL, email=email)
+        subscriber = Subscriber.objects.create(kind=SubscriberKind.EMAIL, email=email, incident=incident)
     elif subscriber.unsubscribed_at is not None:
         subscriber.unsubscribed_at = subscriber.confirmed_at = None
         subscriber.save()
@@ -272,10 +273,13 @@ def subscriber_subscribe_email(*, email: str, components: list[Component]) -> Su
     return subscriber
 
 
-def subscriber_confirm(*, subscriber: Subscriber) -> None:
+def subscriber_confirm(*, subscriber: Subscriber) -> bool:
+    """Returns whether this confirmed it (False: it already was)."""
     if subscriber.confirmed_at is None or subscriber.unsubscribed_at is not None:
         subscriber.confirmed_at, subscriber.unsubscribed_at = timezone.now(), None
         subscriber.save(update_fields=["confirmed_at", "unsubscribed_at"])
+        return True
+    return False
 
 
 def subscriber_unsubscribe(*, subscriber: Subscriber) -> None:
@@ -284,9 +288,34 @@ def subscriber_unsubscribe(*, subscriber: Subscriber) -> None:
         subscriber.save(update_fields=["unsubscribed_at"])
 
 
-def webhook_create(*, url: str, components: list[Component], created_by) -> Subscriber:
-    """Webhooks are added by staff (a public form would let anyone make the server POST anywhere)."""
-    subscriber = Subscriber.objects.create(kind=SubscriberKind.WEBHOOK, url=url, confirmed_at=timezone.now(),
-                                           created_by=created_by)
+def webhook_create(*, url: str, components: list[Component], created_by, allow_private: bool = False,
+                   kind: str = SubscriberKind.WEBHOOK) -> Subscriber:
+    """A webhook added by staff: active at once, and (only this way) allowed to reach a private address."""
+    subscriber = Subscriber.objects.create(kind=kind, url=url, confirmed_at=timezone.now(),
+                                           created_by=created_by, allow_private=allow_private)
     subscriber.components.set(components)
+    return subscriber
+
+
+@transaction.atomic
+def subscriber_subscribe_url(*, kind: str, url: str, components: list[Component],
+                             incident: Incident | None = None) -> Subscriber:
+    """A pending webhook or Slack subscription from the public form, with the same double opt-in as
+    email: the endpoint receives a confirmation link, and nothing else is sent until someone who sees
+    what arrives there follows it. At most one confirmation per URL per CONFIRMATION_RESEND. The
+    target passed the SSRF guard in the form and is checked again at every delivery."""
+    from . import tasks
+
+    subscriber = Subscriber.objects.filter(kind=kind, url=url, incident=incident).first()
+    if subscriber is None:
+        subscriber = Subscriber.objects.create(kind=kind, url=url, incident=incident)
+    elif subscriber.unsubscribed_at is not None:
+        subscriber.unsubscribed_at = subscriber.confirmed_at = None
+        subscriber.save()
+    subscriber.components.set(components)
+    recent = subscriber.confirmation_sent_at and timezone.now() - subscriber.confirmation_sent_at < CONFIRMATION_RESEND
+    if subscriber.confirmed_at is None and not recent:
+        subscriber.confirmation_sent_at = timezone.now()
+        subscriber.save(update_fields=["confirmation_sent_at"])
+        transaction.on_commit(lambda: tasks.send_url_confirmation.delay(subscriber.pk))
     return subscriber

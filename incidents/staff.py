@@ -31,6 +31,7 @@ from .forms import (
 from .markdown import render_markdown
 from .models import (
     RESOLVED_STATES,
+    URL_KINDS,
     Component,
     ComponentGroup,
     ComponentStatus,
@@ -79,7 +80,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "components": sorted(Component.objects.select_related("group"), key=page_order),
         "groups": ComponentGroup.objects.all(),
         "templates": IncidentTemplate.objects.all(),
-        "webhooks": Subscriber.objects.active().filter(kind=SubscriberKind.WEBHOOK),
+        "webhooks": Subscriber.objects.active().filter(kind__in=URL_KINDS),
         "email_count": Subscriber.objects.active().filter(kind=SubscriberKind.EMAIL).count(),
         "status_form": ComponentStatusForm(),
     }
@@ -270,8 +271,9 @@ def template_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
 def webhook_new(request: HttpRequest) -> HttpResponse:
     form = WebhookForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        subscriber = services.webhook_create(url=form.cleaned_data["url"],
-                                             components=list(form.cleaned_data["components"]), created_by=request.user)
+        d = form.cleaned_data
+        subscriber = services.webhook_create(url=d["url"], components=list(d["components"]), created_by=request.user,
+                                             allow_private=d["allow_private"], kind=d["kind"])
         # The secret is shown this once; the receiver needs it to check X-Buildboard-Signature.
         return render(request, "incidents/manage/webhook_created.html", {"subscriber": subscriber})
     return render(request, "incidents/manage/form.html", {"form": form, "title": "New webhook"},
@@ -281,7 +283,7 @@ def webhook_new(request: HttpRequest) -> HttpResponse:
 @incident_manager_required
 @require_POST
 def webhook_delete(request: HttpRequest, code: str) -> HttpResponse:
-    subscriber = get_object_or_404(Subscriber, code=code, kind=SubscriberKind.WEBHOOK)
+    subscriber = get_object_or_404(Subscriber, code=code, kind__in=URL_KINDS)
     services.subscriber_unsubscribe(subscriber=subscriber)
     messages.success(request, "Webhook removed.")
     return redirect("incidents-manage")

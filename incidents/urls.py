@@ -11,6 +11,7 @@ urlpatterns = [
     path("incidents/<str:code>/", views.incident_detail, name="incidents-incident"),
     path("maintenance/<str:code>/", views.maintenance_detail, name="incidents-maintenance"),
     path("subscribe/", views.subscribe, name="incidents-subscribe"),
+    path("subscribe/webhook/", views.subscribe_url, name="incidents-subscribe-url"),
     path("subscribe/confirm/<str:token>/", views.confirm, name="incidents-confirm"),
     path("unsubscribe/<str:token>/", views.unsubscribe, name="incidents-unsubscribe"),
     path("manage/", staff.dashboard, name="incidents-manage"),

@@ -15,8 +15,16 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
 from . import api, fastpath, live, services, tasks
-from .forms import SubscribeForm
-from .models import RESOLVED_STATES, Component, ComponentStatus, Incident, MaintenanceStatus, StatusPageState
+from .forms import SubscribeForm, UrlSubscribeForm
+from .models import (
+    RESOLVED_STATES,
+    Component,
+    ComponentStatus,
+    Incident,
+    MaintenanceStatus,
+    StatusPageState,
+    SubscriberKind,
+)
 from .uptime import uptime_for
 
 RECENT_DAYS = 14
@@ -160,14 +168,38 @@ def history(request: HttpRequest) -> HttpResponse:
     return render(request, "incidents/history.html", ctx)
 
 
+def _subscribe_page(request: HttpRequest, email_form: SubscribeForm, url_form: UrlSubscribeForm) -> HttpResponse:
+    code = request.GET.get("incident") or request.POST.get("incident") or ""
+    incident = Incident.objects.public().filter(code=code).first() if code else None
+    ctx = {"form": email_form, "url_form": url_form, "incident": incident}
+    return render(request, "incidents/subscribe.html", ctx,
+                  status=400 if email_form.errors or url_form.errors else 200)
+
+
 @require_http_methods(["GET", "POST"])
 def subscribe(request: HttpRequest) -> HttpResponse:
-    form = SubscribeForm(request.POST or None)
+    """Email subscriptions, to the page or (with ?incident=<code>) to one incident."""
+    initial = {"incident": request.GET.get("incident", "")}
+    form = SubscribeForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
-        services.subscriber_subscribe_email(email=form.cleaned_data["email"],
-                                            components=list(form.cleaned_data["components"]))
-        return render(request, "incidents/subscribe_sent.html", {"email": form.cleaned_data["email"]})
-    return render(request, "incidents/subscribe.html", {"form": form}, status=400 if form.errors else 200)
+        d = form.cleaned_data
+        services.subscriber_subscribe_email(email=d["email"], components=list(d["components"]),
+                                            incident=d["incident"])
+        return render(request, "incidents/subscribe_sent.html", {"email": d["email"], "incident": d["incident"]})
+    return _subscribe_page(request, form, UrlSubscribeForm(initial=initial, auto_id="id_hook_%s"))
+
+
+@require_http_methods(["POST"])
+def subscribe_url(request: HttpRequest) -> HttpResponse:
+    """Webhook and Slack subscriptions anyone may ask for: double opt-in through the endpoint itself."""
+    form = UrlSubscribeForm(request.POST, auto_id="id_hook_%s")
+    if form.is_valid():
+        d = form.cleaned_data
+        services.subscriber_subscribe_url(kind=d["kind"], url=d["url"], components=list(d["components"]),
+                                          incident=d["incident"])
+        return render(request, "incidents/subscribe_sent.html", {"url": d["url"], "kind": d["kind"],
+                                                                  "incident": d["incident"]})
+    return _subscribe_page(request, SubscribeForm(initial={"incident": request.POST.get("incident", "")}), form)
 
 
 @require_http_methods(["GET", "POST"])
@@ -177,8 +209,10 @@ def confirm(request: HttpRequest, token: str) -> HttpResponse:
     if subscriber is None:
         return render(request, "incidents/token_invalid.html", status=400)
     if request.method == "POST":
-        services.subscriber_confirm(subscriber=subscriber)
-        return render(request, "incidents/confirmed.html", {"subscriber": subscriber})
+        newly = services.subscriber_confirm(subscriber=subscriber)
+        # A webhook's signing secret is shown once, to whoever confirmed it: they can read the endpoint.
+        show_secret = newly and subscriber.kind == SubscriberKind.WEBHOOK
+        return render(request, "incidents/confirmed.html", {"subscriber": subscriber, "show_secret": show_secret})
     return render(request, "incidents/confirm.html", {"subscriber": subscriber})
 
 

@@ -191,7 +191,7 @@ class FlakyReceiver:
 def test_webhook_is_signed_and_retried_until_it_gets_through(alice, linux, django_capture_on_commit_callbacks,
                                                              eager_retries):
     with FlakyReceiver(failures=2) as receiver:
-        hook = services.webhook_create(url=receiver.url, components=[], created_by=alice)
+        hook = services.webhook_create(url=receiver.url, components=[], created_by=alice, allow_private=True)
         with django_capture_on_commit_callbacks(execute=True):
             incident = open_incident(alice, linux)
     assert len(receiver.requests) == 3, "two failures, then delivered on the third try"
@@ -211,7 +211,7 @@ def test_webhook_is_signed_and_retried_until_it_gets_through(alice, linux, djang
 
 def test_webhook_gives_up_after_its_retries(alice, linux, eager_retries):
     with FlakyReceiver(failures=100) as receiver:
-        hook = services.webhook_create(url=receiver.url, components=[], created_by=alice)
+        hook = services.webhook_create(url=receiver.url, components=[], created_by=alice, allow_private=True)
         result = tasks.deliver_webhook.delay(hook.pk, '{"x":1}')
     assert result.state == "FAILURE" and isinstance(result.result, tasks.WebhookFailed)
     assert len(receiver.requests) == tasks.deliver_webhook.max_retries + 1
@@ -231,7 +231,8 @@ def test_webhook_retries_back_off_exponentially():
 
 
 def test_unreachable_webhook_is_recorded_and_retried(alice, eager_retries):
-    hook = services.webhook_create(url="http://127.0.0.1:9/hook", components=[], created_by=alice)
+    hook = services.webhook_create(url="http://127.0.0.1:9/hook", components=[], created_by=alice,
+                                  allow_private=True)
     result = tasks.deliver_webhook.delay(hook.pk, "{}")
     assert result.state == "FAILURE"
     hook.refresh_from_db()
