@@ -18,7 +18,7 @@ const searchInput = $("search", section);
 const countEl = $("search-count", section);
 let logComplete = false;
 
-if (section.dataset.finished === "true") model.finish();
+if (section.dataset.finished === "true" || section.dataset.current === "false") model.finish();
 else view.setFollow(!location.hash);
 truncatedNote.hidden = section.dataset.truncated !== "true";
 
