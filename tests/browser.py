@@ -1,5 +1,6 @@
 """Helpers for the browser tests: signing a Playwright context in, axe-core, a site worth looking at."""
 
+import os
 from pathlib import Path
 
 from django.conf import settings
@@ -95,3 +96,13 @@ def horizontal_overflow(page) -> list[str]:
         }
         return out.slice(0, 15);
     }""")
+
+
+# Set BB_SCREENSHOTS=/some/dir to keep the pictures the browser tests take, to review the layouts by eye.
+SCREENSHOTS = os.environ.get("BB_SCREENSHOTS", "")
+
+
+def shoot(page, name: str, **kwargs) -> None:
+    if SCREENSHOTS:
+        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"), **kwargs)

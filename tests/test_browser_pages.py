@@ -1,8 +1,6 @@
 """What users of other CI products look for on the build and job pages and the dashboards, in Chromium."""
 
-import os
 import re
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -10,18 +8,9 @@ from playwright.sync_api import expect
 from jobs import services, tasks
 from jobs.models import Job
 
-from .browser import AT, FAILING_LOG, failed_build, sign_in
+from .browser import AT, FAILING_LOG, failed_build, shoot, sign_in
 
 pytestmark = pytest.mark.browser
-
-# Set BB_SCREENSHOTS=/some/dir to keep the pictures these tests take (for reviewing the layouts by eye).
-SCREENSHOTS = os.environ.get("BB_SCREENSHOTS", "")
-
-
-def shoot(page, name: str, **kwargs) -> None:
-    if SCREENSHOTS:
-        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"), **kwargs)
 
 
 @pytest.fixture
