@@ -31,42 +31,71 @@ MESSAGES = ["Fix flaky login test", "Bump dependencies", "Add retry to uploader"
 GREEN, RED, YELLOW, BOLD, RESET = "\x1b[32;1m", "\x1b[31;1m", "\x1b[33;1m", "\x1b[1m", "\x1b[0m"
 
 
-def fake_log(config: str, outcome: str, rng: random.Random, lines: int = 60) -> list[str]:
-    """Lines of a Travis-style log: folds, timers, colours, a \\r progress bar and the exit line."""
-    out: list[str] = [f"{BOLD}Worker information{RESET}\n", "hostname: demo-worker\n", f"{config}\n"]
+# Shares of a job's time: checkout, install, then the tests; the timed folds cover the whole job.
+SECTION_SHARES = (0.06, 0.19, 0.75)
+
+
+def plan_log(config: str, outcome: str, rng: random.Random, lines: int = 60, seconds: float = 0.0,
+             start_ns: int | None = None) -> list[tuple[float, str]]:
+    """A Travis-style log (folds, timers, colours, a \\r progress bar, the exit line) as (offset in seconds
+    from the job's start, text) pairs, to be streamed at those offsets. The travis_time markers carry
+    the planned times, so the folds' durations add up to the job's."""
+    start_ns = time.time_ns() if start_ns is None else start_ns
+    out: list[tuple[float, str]] = [(0.0, f"{BOLD}Worker information{RESET}\n"), (0.0, "hostname: demo-worker\n"),
+                                    (0.0, f"{config}\n")]
     timer = itertools.count(1)
-    now = time.time_ns()
+    cursor = 0.0
 
-    def section(name: str, command: str, body: list[str]) -> None:
-        nonlocal now
+    def section(name: str, command: str, body: list[str], share: float) -> None:
+        nonlocal cursor
         tid = f"{next(timer):08x}"
-        out.append(f"travis_fold:start:{name}\r\x1b[0K")
-        out.append(f"travis_time:start:{tid}\r\x1b[0K$ {command}\n")
-        out.extend(body)
-        took = rng.randint(200_000_000, 9_000_000_000)
-        out.append(f"\ntravis_time:end:{tid}:start={now},finish={now + took},duration={took}\r\x1b[0K")
-        out.append(f"travis_fold:end:{name}\r\x1b[0K")
-        now += took
+        took = seconds * share
+        begin, finish = cursor, cursor + took
+        out.append((begin, f"travis_fold:start:{name}\r\x1b[0K"))
+        out.append((begin, f"travis_time:start:{tid}\r\x1b[0K$ {command}\n"))
+        for i, line in enumerate(body):
+            out.append((begin + took * (i + 1) / (len(body) + 1), line))
+        start, end = start_ns + round(begin * 1e9), start_ns + round(finish * 1e9)
+        out.append((finish, f"\ntravis_time:end:{tid}:start={start},finish={end},duration={end - start}\r\x1b[0K"))
+        out.append((finish, f"travis_fold:end:{name}\r\x1b[0K"))
+        cursor = finish
 
+    checkout, install, tests = SECTION_SHARES
     section("git.checkout", "git clone --depth=50 https://example.invalid/repo.git",
             ["Cloning into 'repo'...\n", *(f"Receiving objects: {p}% ({p * 3}/300)\r" for p in (25, 50, 75)),
-             "Receiving objects: 100% (300/300), done.\n"])
+             "Receiving objects: 100% (300/300), done.\n"], checkout)
     bar = "".join(f"Downloading [{'#' * i}{' ' * (20 - i)}] {i * 5}%\r" for i in range(0, 21, 4))
-    section("install", "make install", [bar + "\n", f"{GREEN}Installed 42 packages{RESET}\n"])
-    out.append("$ make test\n")
+    section("install", "make install", [bar + "\n", f"{GREEN}Installed 42 packages{RESET}\n"], install)
+    body = []
     for i in range(lines):
         ok = outcome == "passed" or i < lines - 3
         mark = f"{GREEN}PASSED{RESET}" if ok else f"{RED}FAILED{RESET}"
-        out.append(f"tests/test_module_{i // 10}.py::test_case_{i} {mark}\n")
+        body.append(f"tests/test_module_{i // 10}.py::test_case_{i} {mark}\n")
     if outcome == "failed":
-        out.append(f"{RED}3 failed{RESET}, {lines - 3} passed\n")
+        body.append(f"{RED}3 failed{RESET}, {lines - 3} passed\n")
+        body.append('The command "make test" exited with 1.\n')
     elif outcome == "errored":
-        out.append(f"{YELLOW}The command \"make test\" failed and exited with 2 during install.{RESET}\n")
+        body.append(f"{YELLOW}The command \"make test\" failed and exited with 2 during install.{RESET}\n")
     else:
-        out.append(f"{GREEN}{lines} passed{RESET}\n")
+        body.append(f"{GREEN}{lines} passed{RESET}\n")
+    section("script", "make test", body, tests)
     code = {"passed": 0, "failed": 1, "errored": 2, "canceled": 143}[outcome]
-    out.append(f"\nDone. Your build exited with {code}.\n")
+    out.append((seconds, f"\nDone. Your build exited with {code}.\n"))
     return out
+
+
+def fake_log(config: str, outcome: str, rng: random.Random, lines: int = 60) -> list[str]:
+    """The lines of plan_log, untimed."""
+    return [text for _, text in plan_log(config, outcome, rng, lines)]
+
+
+def parse_job_seconds(value: str) -> tuple[float, float] | None:
+    """'120-300' or '180' seconds for the long demo jobs; '0' for none."""
+    low, _, high = value.partition("-")
+    low_s, high_s = float(low), float(high or low)
+    if low_s < 0 or high_s < low_s:
+        raise ValueError(f"not a range of seconds: {value!r}")
+    return None if high_s == 0 else (low_s, high_s)
 
 
 @dataclass
@@ -92,8 +121,13 @@ PROBLEMS = [("mislabeled-jobs", 300), ("missing-image", 720), ("silent-instance"
 class Fleet:
     def __init__(self, url: str, token: str, rate: float = 6.0, workers: int = 4, seed: int | None = None,
                  line_delay: float = 0.05, heartbeat_interval: float = 15.0, boot_seconds: float = 20.0,
-                 problem_every: float = 0.0, build_token: str | None = None):
+                 problem_every: float = 0.0, build_token: str | None = None,
+                 job_seconds: tuple[float, float] | None = None, long_share: float = 0.2):
         self.url, self.rate, self.line_delay = url.rstrip("/"), rate, line_delay
+        # Long jobs (job_seconds, a range) stream steadily for minutes, so a newcomer can watch a tail
+        # and try Cancel. The first job is one, then about `long_share` of the rest, one at a time so
+        # that the short ones keep the other workers and the queue does not grow.
+        self.job_seconds, self.long_share, self.long_jobs, self.long_running = job_seconds, long_share, 0, 0
         self.heartbeat_interval, self.boot_seconds = heartbeat_interval, boot_seconds
         self.problem_every = problem_every  # seconds between demo problems; 0: none
         self.missing_images: set[str] = set()
@@ -134,23 +168,61 @@ class Fleet:
         finally:
             worker.busy = False
 
+    def _take_long_job(self) -> bool:
+        with self.lock:
+            if self.job_seconds is None or self.long_running:
+                return False
+            if self.long_jobs and self.rng.random() >= self.long_share:
+                return False
+            self.long_jobs += 1
+            self.long_running += 1
+            return True
+
     def _run_job(self, client: httpx.Client, worker: SimulatedWorker, job_id: int, config: str) -> None:
+        long = self._take_long_job()
+        try:
+            if long:
+                seconds = self.rng.uniform(*self.job_seconds)
+                lines = max(60, int(seconds * 2))
+            else:
+                lines = self.rng.randint(30, 120)
+                seconds = lines / 5 * self.line_delay * self.rng.uniform(1, 2)
+            self._stream_job(client, worker, job_id, config, seconds, lines, steady=long)
+        finally:
+            if long:
+                with self.lock:
+                    self.long_running -= 1
+
+    def _stream_job(self, client: httpx.Client, worker: SimulatedWorker, job_id: int, config: str, seconds: float,
+                    lines: int, steady: bool) -> None:
         outcome = self.rng.choices(["passed", "failed", "errored"], weights=[80, 15, 5])[0]
         who = {"worker": worker.name, "worker_version": worker.version}
         self.post(client, f"/api/v1/jobs/{job_id}/state", {"state": "received", **who})
         self.post(client, f"/api/v1/jobs/{job_id}/state", {"state": "started", **who})
-        lines = fake_log(config, outcome, self.rng, lines=self.rng.randint(30, 120))
-        number, chunk = 0, []
-        for i, line in enumerate(lines):
+        started = time.monotonic()
+        plan = plan_log(config, outcome, self.rng, lines=lines, seconds=seconds)
+        # Parts are sent when their planned time comes: a second's worth of lines each for a long job,
+        # five lines each for a short one.
+        number, chunk, due = 0, [], 0.0
+        for i, (offset, line) in enumerate(plan):
+            last = i == len(plan) - 1
             chunk.append(line)
-            if len(chunk) >= 5 or i == len(lines) - 1:
-                ack = self.post(client, f"/api/v1/jobs/{job_id}/log", {"parts": [
-                    {"number": number, "content": "".join(chunk), "final": i == len(lines) - 1}]})
-                number, chunk = number + 1, []
-                if ack.get("cancel"):
-                    outcome = "canceled"
-                    break
-                time.sleep(self.line_delay * self.rng.uniform(0.5, 3))
+            if not last:
+                if steady and plan[i + 1][0] - due < 1.0:
+                    continue
+                if not steady and len(chunk) < 5:
+                    continue
+            wait = started + offset - time.monotonic()
+            if wait > 0 and self.stopping.wait(wait):
+                return
+            ack = self.post(client, f"/api/v1/jobs/{job_id}/log", {"parts": [
+                {"number": number, "content": "".join(chunk), "final": last}]})
+            number, chunk, due = number + 1, [], offset
+            if ack.get("cancel"):
+                outcome = "canceled"
+                self.post(client, f"/api/v1/jobs/{job_id}/log", {"parts": [
+                    {"number": number, "content": f"\n{YELLOW}Cancelled by request.{RESET}\n", "final": True}]})
+                break
         code = {"passed": 0, "failed": 1, "errored": 2, "canceled": 143}[outcome]
         if worker.mislabels and outcome == "passed" and self.rng.random() < 0.5:
             outcome = "failed"  # the script exited 0; this worker version reports a failure anyway

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from devtools.simulator import Fleet
+from devtools.simulator import Fleet, parse_job_seconds
 
 
 class Command(BaseCommand):
@@ -18,11 +18,14 @@ class Command(BaseCommand):
         parser.add_argument("--heartbeat-interval", type=float, default=15.0, help="seconds between heartbeats")
         parser.add_argument("--problem-every", type=float, default=20.0,
                             help="minutes between demo problems (bad version, missing image, silent host); 0: none")
+        parser.add_argument("--job-seconds", type=parse_job_seconds, default="120-300", metavar="MIN-MAX",
+                            help="how long the long demo jobs stream their logs, e.g. 120-300 or 60; 0: none. "
+                                 "The first job is long, then about one in five.")
 
     def handle(self, *args, url, token, build_token, rate, workers, builds, seed, heartbeat_interval, problem_every,
-               **options):
+               job_seconds, **options):
         fleet = Fleet(url, token, rate=rate, workers=workers, seed=seed, heartbeat_interval=heartbeat_interval,
-                      problem_every=problem_every * 60, build_token=build_token)
+                      problem_every=problem_every * 60, build_token=build_token, job_seconds=job_seconds)
         try:
             fleet.run(builds=builds)
         except KeyboardInterrupt:
