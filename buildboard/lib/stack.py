@@ -5,8 +5,10 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -20,6 +22,52 @@ def _manage(*args: str, env: dict, capture: bool = False) -> str:
     result = subprocess.run([PYTHON, "manage.py", *args], cwd=BASE_DIR, env=env, check=True,
                             capture_output=capture, text=True)
     return result.stdout.strip() if capture else ""
+
+
+class _Output:
+    """The children's output, forwarded line by line, so that ours can wait for a quiet moment."""
+
+    QUIET_SECONDS = 1.5
+    STARTUP_TIMEOUT = 60
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.last = time.monotonic()
+        self.spoke: set[int] = set()  # pids of the children that have printed something
+
+    def forward(self, child: subprocess.Popen) -> None:
+        def pump() -> None:
+            for line in child.stdout:
+                with self.lock:
+                    sys.stdout.write(line)
+                    sys.stdout.flush()
+                    self.last = time.monotonic()
+                    self.spoke.add(child.pid)
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    def say(self, text: str) -> None:
+        with self.lock:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+    def wait_until_up(self, host: str, port: int, children: list[subprocess.Popen],
+                      banners: list[subprocess.Popen]) -> None:
+        """Until the web server accepts connections, each of `banners` (Celery's worker and beat print
+        one as they start) has printed, and all have been quiet for a moment."""
+        deadline = time.monotonic() + self.STARTUP_TIMEOUT
+        while time.monotonic() < deadline and all(c.poll() is None for c in children) and \
+                not {b.pid for b in banners} <= self.spoke:
+            time.sleep(0.1)
+        address = ("127.0.0.1" if host in ("0.0.0.0", "") else host.strip("[]"), port)
+        while time.monotonic() < deadline and all(c.poll() is None for c in children):
+            try:
+                socket.create_connection(address, timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        while time.monotonic() < deadline and time.monotonic() - self.last < self.QUIET_SECONDS:
+            time.sleep(0.1)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,14 +93,22 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_demo:
             commands.append(["manage.py", "simulate", "--url", url, "--token", demo["worker_token"],
                              "--build-token", demo["build_token"], "--rate", str(args.rate)])
+        output = _Output()
         for command in commands:
-            children.append(subprocess.Popen([PYTHON, *command], cwd=BASE_DIR, env=env, start_new_session=True))
-        print(f"\nbuildboard is running at {url}/  (status page: {url}/status/)")
-        print(f"Staff login: admin / {password}")
+            child = subprocess.Popen([PYTHON, *command], cwd=BASE_DIR, env=env, start_new_session=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+            children.append(child)
+            output.forward(child)
+        # The URL and the logins come last, after the servers' banners, so they do not scroll away.
+        output.wait_until_up(args.host, args.port, children, banners=children[1:3])
+        lines = [f"\nbuildboard is running at {url}/  (status page: {url}/status/)",
+                 f"Staff login: admin / {password}"]
         if demo:
-            print(f"Developer login (not staff; operates {demo['organization']} through team {demo['team']}, "
-                  f"which has the private {demo['private_repository']}): {demo['developer']} / {demo['password']}")
-        print("Press Ctrl-C to stop everything.\n", flush=True)
+            lines.append(f"Developer login (not staff; operates {demo['organization']} through team {demo['team']}, "
+                         f"which has the private {demo['private_repository']}): {demo['developer']} / "
+                         f"{demo['password']}")
+        lines.append("Press Ctrl-C to stop everything.\n")
+        output.say("\n".join(lines) + "\n")
         while all(c.poll() is None for c in children):
             time.sleep(0.5)
         failed = next(c for c in children if c.poll() is not None)
