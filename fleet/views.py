@@ -1,6 +1,8 @@
 """Staff pages: the live fleet (rollout and drain controls) and alerts (history, evidence, thresholds)."""
 
+import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import wraps
 
 from django.conf import settings
@@ -131,19 +133,55 @@ def alerts_page(request: HttpRequest) -> HttpResponse:
     return render(request, "fleet/alerts.html", ctx)
 
 
+ISO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d")
+# Evidence keys whose plain humanized form reads oddly.
+EVIDENCE_LABELS = {"id": "Job", "url": "Link", "oldest_queued_at": "Oldest queued", "count_in_window": "In the window",
+                   "pool_size": "Pool", "minutes_in_state": "Minutes in state"}
+
+
+def _label(key: str) -> str:
+    """'exit_code' -> 'Exit code': evidence keys are read by people, not parsed."""
+    return EVIDENCE_LABELS.get(key) or key.replace("_", " ").strip().capitalize()
+
+
+def _cell(value, *, href: str = "") -> dict:
+    """How one evidence value shows: a time without microseconds (UTC), a number on one line, a link."""
+    if value is None or value == "":
+        return {"kind": "none"}
+    if href:
+        return {"kind": "link", "text": f"Job {value}", "href": href}
+    if isinstance(value, str) and ISO_TIME.match(value):
+        try:
+            at = datetime.fromisoformat(value).astimezone(UTC)
+        except ValueError:
+            return {"kind": "text", "text": value}
+        return {"kind": "time", "iso": at.isoformat(), "text": at.strftime("%Y-%m-%d %H:%M:%S UTC")}
+    if isinstance(value, bool | int | float):
+        return {"kind": "num", "text": str(value)}
+    if isinstance(value, list):
+        return {"kind": "text", "text": ", ".join(map(str, value))}
+    return {"kind": "text", "text": str(value)}
+
+
 def _evidence_sections(evidence: dict) -> dict:
-    """Split evidence JSON into plain facts, tables (lists of objects) and small mappings for display."""
+    """Split evidence JSON into plain facts, tables (lists of objects) and small mappings for display,
+    with keys as words, times without microseconds, and job ids as links to the jobs."""
     facts, tables, mappings = [], [], []
     for key, value in evidence.items():
-        label = key.replace("_", " ")
+        label = _label(key)
         if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            columns = list(dict.fromkeys(k for row in value for k in row))
-            tables.append({"label": label, "columns": columns,
-                           "rows": [[(c, row.get(c)) for c in columns] for row in value]})
+            keys = [k for k in dict.fromkeys(k for row in value for k in row)
+                    if any(row.get(k) not in (None, "") for row in value)]  # columns that say something
+            linked = "id" in keys and "url" in keys
+            if linked:
+                keys.remove("url")
+            rows = [[_cell(row.get(k), href=row.get("url", "") if linked and k == "id" else "") for k in keys]
+                    for row in value]
+            tables.append({"label": label, "columns": [_label(k) for k in keys], "rows": rows})
         elif isinstance(value, dict):
-            mappings.append({"label": label, "items": list(value.items())})
+            mappings.append({"label": label, "items": [(k, _cell(v)) for k, v in value.items()]})
         else:
-            facts.append((label, ", ".join(map(str, value)) if isinstance(value, list) else value))
+            facts.append((label, _cell(value)))
     return {"facts": facts, "tables": tables, "mappings": mappings}
 
 

@@ -1,5 +1,7 @@
 """The defects a new user found (issue 13), each pinned down in a real Chromium."""
 
+import re
+
 import httpx
 import pytest
 from playwright.sync_api import expect
@@ -8,7 +10,7 @@ from incidents import fastpath
 from incidents.models import Component, ComponentStatus
 from jobs import services, tasks
 
-from .browser import AT, sign_in, status_site
+from .browser import AT, shoot, sign_in, status_site
 
 pytestmark = pytest.mark.browser
 
@@ -209,3 +211,40 @@ def test_staff_actions_confirm_what_they_did(asgi_server, staff_page, alice):
     expect(staff_page.get_by_role("status")).to_contain_text("Postmortem published")
     assert staff_page.js_errors == []
 
+
+
+# 9 ------------------------------------------------------------------------------------------------
+
+def test_alert_evidence_reads_like_a_report(asgi_server, staff_page, make_build):
+    from fleet.models import Alert
+    from jobs.queries import job_sample
+
+    jobs = list(make_build(jobs=3).jobs.all())
+    for job in jobs:
+        tasks.apply_job_state(job.pk, 1, "failed", "2026-11-26T10:00:00.123456+00:00", worker="ip-10-0-3-17",
+                              worker_version="v2.5.0", exit_code=0)
+        job.refresh_from_db()
+    alert = Alert.objects.create(
+        rule="inconsistent_jobs", subject="builds.linux@v2.5.0", title="3 jobs on builds.linux v2.5.0 contradict",
+        evidence={"queue": "builds.linux", "worker_version": "v2.5.0", "inconsistent": 3, "finished": 40,
+                  "oldest_queued_at": "2026-11-26T09:58:01.654321+00:00",
+                  "workers": {"ip-10-0-3-17": 2, "ip-10-0-3-18": 1},
+                  "jobs": [job_sample(j) for j in jobs]})
+    staff_page.set_viewport_size({"width": 1024, "height": 800})
+    staff_page.goto(f"{asgi_server}/alerts/{alert.pk}/")
+    evidence = staff_page.locator("[data-role=evidence]")
+    text = evidence.inner_text()  # as rendered, CSS text-transform included
+    for raw in ("EXIT_CODE", "exit_code", "WORKER_VERSION", "worker_version", "V2.5.0", "oldest queued at"):
+        assert raw not in text, raw
+    assert "Exit code" in text and "Worker version" in text and "v2.5.0" in text
+    assert not re.search(r"\d\d:\d\d:\d\d\.\d", text), "no microseconds"
+    assert "2026-11-26 10:00:00 UTC" in text and "Oldest queued" in text
+    for job in jobs:
+        cell = evidence.locator("td", has=staff_page.get_by_role("link", name=f"Job {job.pk}", exact=True))
+        height = box(cell)["height"]
+        line = float(cell.evaluate("el => parseFloat(getComputedStyle(el).lineHeight)"))
+        assert height < line * 1.5 + 16, "a job id stays on one line"
+    expect(evidence.get_by_role("link", name=f"Job {jobs[0].pk}")).to_have_attribute("href", f"/jobs/{jobs[0].pk}/")
+    evidence.scroll_into_view_if_needed()
+    shoot(staff_page, "alert-evidence")
+    assert staff_page.js_errors == []
