@@ -25,6 +25,7 @@ from .states import BuildState
 
 HISTORY_LENGTH = 50
 BRANCH_SUMMARY_LENGTH = 12
+FAILURE_EXCERPTS = 10
 
 
 def _get_build_for_user(request: HttpRequest, build_id: int) -> Build:
@@ -144,12 +145,15 @@ def repository_detail(request: HttpRequest, owner: str, name: str) -> HttpRespon
 def build_detail(request: HttpRequest, build_id: int) -> HttpResponse:
     build = _get_build_for_user(request, build_id)
     jobs = list(build.jobs.order_by("id"))
-    # A failing build shows where each failed job failed, without a click.
-    failures = [{"job": j, "excerpt": j.failure_excerpt()} for j in jobs if j.is_failure]
+    # A failing build shows where each failed job failed, without a click (the first few in full: each
+    # excerpt reads that job's log).
+    failed = [j for j in jobs if j.is_failure]
+    failures = [{"job": j, "excerpt": j.failure_excerpt()} for j in failed[:FAILURE_EXCERPTS]]
     ctx = {
         "build": build,
         "jobs": jobs,
         "failures": failures,
+        "more_failures": failed[FAILURE_EXCERPTS:],
         "can_act": permissions.can_operate(request.user, build.repository),
         "restarted": sum(1 for j in jobs if j.attempt > 1),
         "any_active": any(not j.is_finished for j in jobs),

@@ -88,3 +88,12 @@ def test_failure_excerpt_without_a_failing_fold_is_the_last_twenty_lines():
     assert excerpt.fold == "" and (excerpt.first, excerpt.last) == (31, 50)
     assert excerpt.lines[0] == "line 30" and len(excerpt.lines) == 20
     assert logtext.failure_excerpt("") is None
+
+
+def test_build_page_shows_the_first_ten_failures_in_full_and_names_the_rest(client, make_build):
+    build = make_build(jobs=12)
+    for job in build.jobs.all():
+        finish(job, 1, f"job {job.number} broke\n")
+    page = client.get(f"/builds/{build.pk}/").content.decode()
+    assert page.count('<article class="failure"') == 10
+    assert "Also failed:" in page and page.count("broke") == 10
