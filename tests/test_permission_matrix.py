@@ -173,6 +173,7 @@ ROUTES = {
     "jobs-log-txt": [("get", lambda w, v: f"/jobs/{job(w, v).pk}/log.txt", api_read)],
     "jobs-cancel": [("post", lambda w, v: f"/jobs/{job(w, v).pk}/cancel", page_operate)],
     "jobs-restart": [("post", lambda w, v: f"/jobs/{job(w, v).pk}/restart", page_operate)],
+    "jobs-build-action": [("post", lambda w, v: f"/builds/{job(w, v).build_id}/action", page_operate)],
     "jobs-badge": [("get", lambda w, v: f"/acme/{w['repos'][v]}.svg", page_read)],
     "jobs-repository": [("get", lambda w, v: f"/acme/{w['repos'][v]}/", page_read)],
     "jobs-repository-settings": [("get", lambda w, v: f"/acme/{w['repos'][v]}/settings", page_repo_admin)],
@@ -215,6 +216,8 @@ for _name, _path, _status in [("incidents-incident", "/status/incidents/nope/", 
                               ("incidents-confirm", "/status/subscribe/confirm/nope/", 400),  # a bad signature
                               ("incidents-unsubscribe", "/status/unsubscribe/nope/", 400)]:
     ROUTES[_name] = [("get", lambda w, v, p=_path: p, everyone(_status))]  # the same to all callers
+# Anyone may ask for a webhook subscription; an empty form is a 400 to all alike.
+ROUTES["incidents-subscribe-url"] = [("post", lambda w, v: "/status/subscribe/webhook/", everyone(400))]
 MANAGE = {
     "incidents-manage": "", "incidents-manage-incident-new": "incidents/new/",
     "incidents-manage-incident": "incidents/nope/", "incidents-manage-postmortem": "incidents/nope/postmortem/",
