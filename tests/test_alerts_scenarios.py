@@ -16,7 +16,7 @@ from fleet.models import Alert, AlertState
 from jobs.models import Job
 from jobs.states import JobState
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
 START = datetime.fromisoformat("2017-02-02T09:00:00+00:00")
 STEP = timedelta(seconds=30)
