@@ -1,7 +1,10 @@
 """Shared fixtures: named users of different rights, tokens of each kind, real subprocesses.
 
 alice is staff (reads everything, operates nothing by default); bob is signed in but an outsider;
-in organization acme, carol may read, dave may operate and erin is admin."""
+in organization acme, carol may read, dave may operate and erin is admin.
+
+Every test starts from the same world whatever ran before it (the suite runs in random order): an empty
+database, an empty Redis namespace, no process-level caches, and no browser unless it asks for one."""
 
 import os
 import socket
@@ -21,6 +24,30 @@ from jobs.models import create_build
 BASE_DIR = Path(settings.BASE_DIR)
 
 
+def pytest_terminal_summary(terminalreporter, config) -> None:
+    # Also under -q, which hides the report header: the seed is what a failure needs to be replayed.
+    seed = config.getoption("randomly_seed", None)
+    if isinstance(seed, int):
+        terminalreporter.write_line(f"random order: replay with --randomly-seed={seed}; "
+                                    "-p no:randomly runs the tests in file order")
+
+
+@pytest.fixture(autouse=True)
+def fresh_process_state():
+    """Process-level state that a rolled-back database does not roll back: the verified-token cache (it
+    holds token rows and their users, whose ids are reused after a rollback on SQLite) and the channel
+    layer, whose Redis connections and receive state belong to the event loop of the test that made them."""
+    from channels.layers import channel_layers
+
+    from accounts import tokens
+
+    tokens._cache.clear()
+    channel_layers.backends.clear()
+    yield
+    tokens._cache.clear()
+    channel_layers.backends.clear()
+
+
 @pytest.fixture(autouse=True)
 def eager_celery():
     """Tasks run inline unless a test brings a real worker (see celery_worker)."""
@@ -30,15 +57,27 @@ def eager_celery():
     celery_app.conf.task_always_eager = False
 
 
-@pytest.fixture(autouse=True)
-def empty_log_buffers():
-    """Job ids are reused between tests, so no test may leave buffered log parts behind in Redis."""
-    yield
+def _empty_redis_namespace() -> None:
+    # Everything the project keeps in Redis lives under CHANNEL_PREFIX (`./bb test` gives each run its
+    # own): log buffers, the page caches, channel layer groups, Celery's queues and unacked tasks. Celery's
+    # exchange bindings stay, because a process that declared them once does not declare them again.
     from jobs import ingest
 
     r = ingest._redis()
-    for key in r.scan_iter(match=f"{settings.CHANNEL_PREFIX}:logbuf*", count=500):
-        r.delete(key)
+    keys = [key for key in r.scan_iter(match=f"{settings.CHANNEL_PREFIX}:*", count=1000)
+            if b":_kombu.binding." not in key]
+    for start in range(0, len(keys), 500):
+        r.delete(*keys[start:start + 500])
+
+
+@pytest.fixture(autouse=True)
+def empty_redis():
+    """Database ids and the status page's sequence restart after every rollback, so anything a test
+    left in Redis (buffered log parts, a cached page for "sequence 3", a queued task for "job 5") would
+    be taken for the next test's data."""
+    _empty_redis_namespace()
+    yield
+    _empty_redis_namespace()
 
 
 @pytest.fixture
@@ -212,25 +251,59 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1):
 CHROMIUM = "/usr/bin/chromium"
 
 
-@pytest.fixture(scope="module")
-def browser():
+class Chromium:
     """Debian's Chromium driven by Playwright (playwright's own browser download is unavailable here).
 
-    Module-scoped: Playwright's sync API keeps an event loop running in this thread while it is up,
-    which breaks async_to_sync and Django's async-safety check for every later test in the session."""
-    from playwright.sync_api import sync_playwright
+    Playwright's sync API keeps an event loop running in this thread while it is up, which breaks
+    async_to_sync and Django's async-safety check for any other test. So the browser stays up only
+    across consecutive tests that use it (launching it costs 1-2 s) and is stopped before any test that
+    does not, in whatever order the tests run (pytest_runtest_teardown below)."""
 
-    # Django mistakes Playwright's loop for async code calling the ORM; tests and fixtures here are
-    # plain synchronous code. Only while the browser is up, and never for subprocesses.
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
-        with sync_playwright() as p:
-            b = p.chromium.launch(executable_path=CHROMIUM,
-                                  args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-            yield b
-            b.close()
-    finally:
-        del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
+    def __init__(self) -> None:
+        self._playwright = None
+        self._browser = None
+
+    def get(self):
+        if self._browser is None:
+            from playwright.sync_api import sync_playwright
+
+            # Django mistakes Playwright's loop for async code calling the ORM; tests and fixtures here are
+            # plain synchronous code. Only while the browser is up, and never for subprocesses.
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+            self._playwright = sync_playwright().start()
+            self._browser = self._playwright.chromium.launch(
+                executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        return self._browser
+
+    def stop(self) -> None:
+        if self._playwright is None:
+            return
+        playwright, browser = self._playwright, self._browser
+        self._playwright = self._browser = None
+        try:
+            browser.close()
+        finally:
+            playwright.stop()
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+
+
+chromium = Chromium()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    yield  # the test's own fixtures (its pages and contexts) are closed by now
+    if nextitem is None or "browser" not in getattr(nextitem, "fixturenames", ()):
+        chromium.stop()
+
+
+def pytest_unconfigure(config) -> None:
+    chromium.stop()  # an interrupted run
+
+
+@pytest.fixture
+def browser():
+    return chromium.get()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import pytest
 from asgiref.sync import async_to_sync
 from asgiref.testing import ApplicationCommunicator
 from channels.db import database_sync_to_async
-from channels.layers import channel_layers
 from channels.routing import URLRouter
 from django.contrib.auth.models import AnonymousUser
 
@@ -70,13 +69,6 @@ async def frames_until(communicator, predicate, timeout=5.0) -> list[dict]:
 def store(job, *numbers, final_at=None):
     tasks.ingest_log_parts(job.pk, job.attempt, [
         {"number": n, "content": f"line {n}\n", **({"final": True} if n == final_at else {})} for n in numbers])
-
-
-@pytest.fixture(autouse=True)
-def fresh_channel_layer():
-    """Each test runs its consumers in its own event loop; the layer object keeps loop-bound state."""
-    yield
-    channel_layers.backends.clear()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from incidents import fastpath
 from incidents.models import Component, Incident
 
 pytestmark = pytest.mark.django_db
@@ -22,11 +21,6 @@ def fast_password_hashing(settings):
     """alice and bob log in with force_login here; PBKDF2's million rounds only slow the suite."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
-
-@pytest.fixture(autouse=True)
-def fresh_front_door(db):
-    """The front-door cache lives in Redis, which a rolled-back test database does not roll back."""
-    fastpath.forget()
 
 SEED = Path(__file__).parent / "fixtures" / "incident-2017-02-container-maintenance.txt"
 POSTED = re.compile(r"^Posted .*\. (\w{3} \d{2}, \d{4}) - (\d{2}:\d{2}) UTC$")

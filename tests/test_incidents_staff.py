@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth.models import Group
 from django.utils import timezone
 
-from incidents import fastpath, services
+from incidents import services
 from incidents.models import (
     Component,
     ComponentStatusChange,
@@ -24,12 +24,6 @@ pytestmark = pytest.mark.django_db
 def fast_password_hashing(settings):
     """alice and bob log in with force_login here; PBKDF2's million rounds only slow the suite."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture(autouse=True)
-def fresh_front_door(db):
-    """The front-door cache lives in Redis, which a rolled-back test database does not roll back."""
-    fastpath.forget()
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 import pytest
 from django.utils import timezone
 
-from incidents import fastpath, services
+from incidents import services
 from incidents.models import Component, ComponentGroup, Incident
 
 pytestmark = pytest.mark.django_db
@@ -17,11 +17,6 @@ def fast_password_hashing(settings):
     """alice and bob log in with force_login here; PBKDF2's million rounds only slow the suite."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
-
-@pytest.fixture(autouse=True)
-def fresh_front_door(db):
-    """The front-door cache lives in Redis, which a rolled-back test database does not roll back."""
-    fastpath.forget()
 
 ID = re.compile(r"^[0-9a-z]{12}$")
 ENDPOINTS = ["summary.json", "status.json", "components.json", "incidents.json", "incidents/unresolved.json",

@@ -8,15 +8,10 @@ from asgiref.sync import async_to_sync, sync_to_async
 from asgiref.testing import ApplicationCommunicator
 
 from buildboard.asgi import application
-from incidents import fastpath, services
+from incidents import services
 from incidents.models import Component, StatusPageState
 
 from .conftest import wait_until
-
-
-@pytest.fixture(autouse=True)
-def fresh_front_door():
-    fastpath.forget()
 
 
 @pytest.mark.django_db(transaction=True)

@@ -21,12 +21,6 @@ def fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
-@pytest.fixture(autouse=True)
-def fresh_front_door(db):
-    """The front-door cache lives in Redis, which a rolled-back test database does not roll back."""
-    fastpath.forget()
-
-
 @pytest.fixture
 def linux(db):
     group = ComponentGroup.objects.create(name="Builds")
