@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import feedparser
 import pytest
+import time_machine
 from django.utils import timezone
 
 from incidents import fastpath, services
@@ -198,6 +199,9 @@ def test_uptime_day_colour_follows_worst_status_and_minutes(linux):
     assert uptime.percent == round(100 * (1 - 130 * 60 / seconds), 2)
 
 
+# At noon: an outage that began two hours ago has lasted two hours today. Just after midnight most of it
+# would fall on yesterday, and today's bar would rightly be a shade lighter.
+@time_machine.travel(datetime(2026, 11, 26, 12, 0, tzinfo=UTC), tick=False)
 def test_uptime_has_no_data_before_a_component_existed_and_lists_the_days_incidents(alice, db):
     web = Component.objects.create(name="Website", created_at=timezone.now() - timedelta(days=2))
     incident = open_incident(alice, web, status="major_outage", display_at=timezone.now() - timedelta(hours=2))
