@@ -4,16 +4,19 @@ alice is staff (reads everything, operates nothing by default); bob is signed in
 in organization acme, carol may read, dave may operate and erin is admin.
 
 Every test starts from the same world whatever ran before it (the suite runs in random order): an empty
-database, an empty Redis namespace, no process-level caches, and no browser unless it asks for one."""
+database, an empty Redis namespace, no process-level caches, and no browser unless it asks for one.
+With BB_TEST_NOW set, every test also starts at that instant (see travelled_clock)."""
 
 import os
 import socket
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
+import time_machine
 from django.conf import settings
 from django.db import connection
 
@@ -24,12 +27,63 @@ from jobs.models import create_build
 BASE_DIR = Path(settings.BASE_DIR)
 
 
+def _test_now() -> datetime | None:
+    value = os.getenv("BB_TEST_NOW", "").strip()
+    if not value:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise pytest.UsageError(f"BB_TEST_NOW={value!r} is not an ISO 8601 time, e.g. 2026-12-31T23:59:30Z") from None
+    if when.tzinfo is None:
+        raise pytest.UsageError(f"BB_TEST_NOW={value!r} needs a time zone, e.g. 2026-12-31T23:59:30Z")
+    return when
+
+
+TEST_NOW: datetime | None = None
+
+
+def pytest_configure(config) -> None:
+    global TEST_NOW
+    TEST_NOW = _test_now()
+
+
+def pytest_report_header(config) -> str:
+    if TEST_NOW is None:
+        return "clock: real (set BB_TEST_NOW=2026-12-31T23:59:30Z to start every test at a chosen instant)"
+    return f"clock: every test starts at BB_TEST_NOW={TEST_NOW.isoformat()} and ticks on (real_clock tests excepted)"
+
+
 def pytest_terminal_summary(terminalreporter, config) -> None:
     # Also under -q, which hides the report header: the seed is what a failure needs to be replayed.
     seed = config.getoption("randomly_seed", None)
     if isinstance(seed, int):
         terminalreporter.write_line(f"random order: replay with --randomly-seed={seed}; "
                                     "-p no:randomly runs the tests in file order")
+    if TEST_NOW is not None:
+        terminalreporter.write_line(f"clock: every test started at BB_TEST_NOW={TEST_NOW.isoformat()}")
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        marker = item.get_closest_marker("real_clock")
+        if marker and not (marker.args or marker.kwargs.get("reason")):
+            raise pytest.UsageError(f"{item.nodeid}: real_clock needs a reason, e.g. real_clock(\"...\")")
+
+
+@pytest.fixture(autouse=True)
+def travelled_clock(request):
+    """Under BB_TEST_NOW, the test runs from that instant on a ticking clock (time-machine moves
+    time.time() and datetime.now(), not time.monotonic(), so timeouts stay real). The uvicorn and Celery
+    processes a test starts share its clock (see subprocess_env); Redis expiries are relative and
+    unaffected. Chromium's clock stays real: pages show times the server rendered, and the page scripts
+    only turn them into relative words and running durations, which no browser test asserts."""
+    if TEST_NOW is None or request.node.get_closest_marker("real_clock"):
+        yield
+        return
+    # A timestamp, not the datetime: time-machine would otherwise also set TZ to the instant's zone.
+    with time_machine.travel(TEST_NOW.timestamp(), tick=True):
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -173,7 +227,16 @@ def database_url() -> str:
 def subprocess_env(**extra: str) -> dict:
     env = {**os.environ, "DATABASE_URL": database_url(), "PYTHONUNBUFFERED": "1", **extra}
     env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # only for this process's Playwright loop, see browser()
+    env.pop("BB_TEST_CLOCK_OFFSET", None)
+    if time_machine.escape_hatch.is_travelling():
+        # A process started through python_module() moves its clock by the same amount (tests/travel.py).
+        env["BB_TEST_CLOCK_OFFSET"] = repr(time.time() - time_machine.escape_hatch.time.time())
     return env
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    """The command line of `python -m module args`, on this test's clock."""
+    return [sys.executable, "-m", "tests.travel", module, *args]
 
 
 def free_port() -> int:
@@ -195,8 +258,8 @@ def celery_worker(transactional_db):
     """A real Celery worker process consuming from the test Redis, writing to the test database."""
     celery_app.conf.task_always_eager = False
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "buildboard", "worker", "--pool", "solo", "-l", "warning",
-         "--without-heartbeat", "--without-mingle", "--without-gossip"],
+        python_module("celery", "-A", "buildboard", "worker", "--pool", "solo", "-l", "warning",
+                      "--without-heartbeat", "--without-mingle", "--without-gossip"),
         cwd=BASE_DIR, env=subprocess_env(),
     )
     yield process
@@ -207,8 +270,8 @@ def start_uvicorn(port: int | None = None, **env: str) -> tuple[subprocess.Popen
     """The real ASGI app under uvicorn on `port` (a free one by default), once it listens."""
     port = port or free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "buildboard.asgi:application", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning"],
+        python_module("uvicorn", "buildboard.asgi:application", "--host", "127.0.0.1", "--port", str(port),
+                      "--log-level", "warning"),
         cwd=BASE_DIR, env=subprocess_env(**env),
     )
     deadline = time.monotonic() + 30
