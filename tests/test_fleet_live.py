@@ -5,8 +5,9 @@ import json
 
 import httpx
 import pytest
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import async_to_sync
 from asgiref.testing import ApplicationCommunicator
+from channels.db import database_sync_to_async
 from channels.routing import URLRouter
 from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
@@ -64,7 +65,9 @@ def test_fleet_socket_rings_for_staff_when_a_heartbeat_changes_something(client,
 
 
 async def _in_thread(fn, **kwargs):
-    await sync_to_async(fn, thread_sensitive=False)(**kwargs)
+    # database_sync_to_async closes the worker thread's connection afterwards; otherwise it stays checked
+    # out of the pool for the rest of the session and PostgreSQL refuses to drop the test database.
+    await database_sync_to_async(fn, thread_sensitive=False)(**kwargs)
 
 
 @pytest.mark.browser
