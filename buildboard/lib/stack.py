@@ -1,9 +1,11 @@
 """The `./bb run` and `./bb test` commands: start what is needed, run, and stop it all on exit."""
 
 import argparse
+import hashlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -129,7 +131,25 @@ def run(args: argparse.Namespace) -> int:
         redis.stop()
 
 
+def _ensure_test_node_packages() -> None:
+    """Tests that need npm packages keep a lockfile in their folder (tests/oidc: the sign-in tests' OpenID
+    Connect provider; tests/js: axe-core for the accessibility audit). They are installed on a fresh clone
+    and again whenever a lockfile changes, as ./bb does for requirements.txt. Without npm the tests
+    themselves say what is missing."""
+    if shutil.which("npm") is None:
+        return
+    for lock in sorted(BASE_DIR.glob("tests/*/package-lock.json")):
+        want = hashlib.sha256(lock.read_bytes()).hexdigest()
+        stamp = lock.parent / "node_modules" / ".bb-lock.sha"
+        if stamp.is_file() and stamp.read_text().strip() == want:
+            continue
+        print(f"Installing {lock.parent.relative_to(BASE_DIR)}'s npm packages ...", file=sys.stderr)
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=lock.parent, check=True)
+        stamp.write_text(want)
+
+
 def test(args: argparse.Namespace, extra: list[str]) -> int:
+    _ensure_test_node_packages()
     redis = ensure_redis()
     env = {**os.environ, "REDIS_URL": redis.url, "CHANNEL_PREFIX": f"bbtest{os.getpid()}"}
     try:
