@@ -33,6 +33,9 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from buildboard.routing import websocket_urlpatterns  # noqa: E402
+from jobs.ingest import check_persistence  # noqa: E402
+
+check_persistence()  # a 202 promises the part survives a Redis restart: refuse (or warn) if it would not
 
 application = ProtocolTypeRouter(
     {

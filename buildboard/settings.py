@@ -2,6 +2,7 @@
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 
@@ -16,12 +17,21 @@ def envint(name: str, default: int) -> int:
     return int(os.getenv(name, str(default)))
 
 
+def envfloat(name: str, default: float) -> float:
+    return float(os.getenv(name, str(default)))
+
+
 DEBUG = envbool("DEBUG", "True")
 SECRET_KEY = os.getenv("SECRET_KEY", "dev-only-insecure-key-set-SECRET_KEY-in-production")
-ALLOWED_HOSTS = [h for h in os.getenv("ALLOWED_HOSTS", "*").split(",") if h]
 CSRF_TRUSTED_ORIGINS = [o for o in os.getenv("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
 SITE_NAME = os.getenv("SITE_NAME", "buildboard")
 SITE_ROOT = os.getenv("SITE_ROOT", "http://localhost:8000").rstrip("/")
+# The host of SITE_ROOT unless set; never "*" by default (websocket origins are checked against it too).
+# `check --deploy` fails on "*" in production (buildboard/checks.py).
+ALLOWED_HOSTS = [h.strip() for h in os.getenv("ALLOWED_HOSTS", urlsplit(SITE_ROOT).hostname or "").split(",")
+                 if h.strip()]
+if DEBUG and "ALLOWED_HOSTS" not in os.environ:
+    ALLOWED_HOSTS += ["localhost", "127.0.0.1", "[::1]"]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -32,10 +42,12 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django.contrib.syndication",
+    "django_ratelimit",
     "channels",
     "axes",
     "mozilla_django_oidc",
     "accounts",
+    "buildboard",
     "jobs",
     "fleet",
     "incidents",
@@ -44,6 +56,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "buildboard.lib.errors.JsonErrorsMiddleware",  # every /api/ answer is JSON; transient failures are 503s
+    "buildboard.lib.errors.RequestHygieneMiddleware",  # NUL or lone surrogates in the address: 400
     "buildboard.lib.static.StaticFilesMiddleware",
     "buildboard.lib.csp.ContentSecurityPolicyMiddleware",
     "incidents.fastpath.StatusCacheMiddleware",  # cached public status pages, before the costly rest
@@ -93,17 +107,28 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Under ASGI each request runs in its own thread, so Django's persistent connections would be
     # opened and closed per request; psycopg's pool keeps them open across requests instead.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
-    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+    # With a pool, this makes psycopg check each connection as it is handed out, so one left broken
+    # by a PostgreSQL restart is replaced instead of failing the request.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", envint("DB_CONNECT_TIMEOUT", 2))
+    DATABASES["default"]["OPTIONS"]["pool"] = {
         "min_size": envint("DB_POOL_MIN", 2),
         "max_size": envint("DB_POOL_MAX", 20),
-        "timeout": 30,
+        # How long a request waits for a connection: short, so that while PostgreSQL is unreachable the
+        # API answers 503 with Retry-After in well under 2 s instead of hanging.
+        "timeout": envfloat("DB_POOL_TIMEOUT", 1.5),
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # The run and test commands start a private Redis and set REDIS_URL when none is given.
 REDIS_URL = os.getenv("REDIS_URL", "redis://127.0.0.1:6379/0")
 CHANNEL_PREFIX = os.getenv("CHANNEL_PREFIX", "bb")
+# Short timeouts: a Redis that is down must turn into a quick 503 or a page served from the database.
+REDIS_CONNECT_TIMEOUT = envfloat("REDIS_CONNECT_TIMEOUT", 1.0)
+REDIS_SOCKET_TIMEOUT = envfloat("REDIS_SOCKET_TIMEOUT", 5.0)
+# Accepted log parts live in Redis until stored: it must persist them (AOF, appendfsync everysec or always).
+# require: web and Celery refuse to start without; warn: a loud warning; off: no check (jobs/ingest.py).
+REDIS_PERSISTENCE = os.getenv("REDIS_PERSISTENCE", "warn" if DEBUG else "require")
 
 CHANNEL_LAYERS = {
     "default": {
@@ -122,6 +147,7 @@ CACHES = {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": f"{CHANNEL_PREFIX}:cache",
+        "OPTIONS": {"socket_connect_timeout": REDIS_CONNECT_TIMEOUT, "socket_timeout": REDIS_CONNECT_TIMEOUT},
     }
 }
 
@@ -131,10 +157,29 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = envint("CELERY_PREFETCH", 8)
 CELERY_TASK_DEFAULT_QUEUE = f"{CHANNEL_PREFIX}-default"
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600, "global_keyprefix": f"{CHANNEL_PREFIX}:"}
+# A task a dead worker had taken is delivered again after the visibility timeout. Our tasks run for
+# seconds (a log flush hands over after 10 s) and retry countdowns stay under 4 minutes, so 5 minutes
+# redelivers nothing early; log parts do not wait for it at all (the sweep below reschedules them).
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": 300,
+    "global_keyprefix": f"{CHANNEL_PREFIX}:",
+    "socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
+    "socket_timeout": REDIS_SOCKET_TIMEOUT,
+}
+# Publishing from a request gives up fast, so a view can answer 503 while Redis is down.
+CELERY_BROKER_CONNECTION_TIMEOUT = REDIS_CONNECT_TIMEOUT
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.3}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None  # a worker waits out a Redis restart rather than exiting
+
+# Log buffers (jobs/ingest.py): a flush owns a job's buffer for a short lease renewed every round; the
+# sweep reschedules buffers whose owner died, so after any single fault parts flow again within seconds.
+LOG_OWNER_LEASE_SECONDS = envint("LOG_OWNER_LEASE_SECONDS", 10)
+LOG_SWEEP_SECONDS = envfloat("LOG_SWEEP_SECONDS", 5)
+LOG_BUFFER_MAX_ITEMS = envint("LOG_BUFFER_MAX_ITEMS", 10_000)  # requests waiting per job; beyond: 429
 CELERY_BEAT_SCHEDULE: dict = {
-    # Log parts whose flush task died with its worker are rescheduled (jobs/ingest.py).
-    "log-buffer-sweep": {"task": "jobs.tasks.sweep_log_buffers", "schedule": 60.0, "options": {"expires": 60.0}},
+    "log-buffer-sweep": {"task": "jobs.tasks.sweep_log_buffers", "schedule": LOG_SWEEP_SECONDS,
+                         "options": {"expires": LOG_SWEEP_SECONDS}},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = os.getenv("CELERY_BEAT_SCHEDULE_FILENAME", str(BASE_DIR / ".celerybeat-schedule"))
 
@@ -174,6 +219,14 @@ LOG_PART_MAX_BYTES = envint("LOG_PART_MAX_BYTES", 1024 * 1024)
 LOG_MAX_BYTES = envint("LOG_MAX_BYTES", 16 * 1024 * 1024)
 API_MAX_BODY_BYTES = envint("API_MAX_BODY_BYTES", 8 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
+API_RETRY_AFTER_SECONDS = envint("API_RETRY_AFTER_SECONDS", 3)  # in 429 and 503 answers
+
+# The public subscription form, per client address (django-ratelimit; behind a proxy set
+# RATELIMIT_IP_META_KEY, e.g. HTTP_X_FORWARDED_FOR, so the address is the client's, not the proxy's).
+SUBSCRIBE_RATE = os.getenv("SUBSCRIBE_RATE", "10/h")
+# django-ratelimit only lists django-redis; Django's own RedisCache increments atomically just the same.
+SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
+RATELIMIT_IP_META_KEY = os.getenv("RATELIMIT_IP_META_KEY") or None
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

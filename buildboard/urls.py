@@ -20,3 +20,8 @@ urlpatterns = [
 
 if settings.OIDC_ENABLED:  # single sign-on routes exist only where a provider is configured
     urlpatterns.insert(3, path("oidc/", include("mozilla_django_oidc.urls")))
+# Errors are JSON under /api/, and a transient failure (database or Redis out of reach) is a 503.
+handler400 = "buildboard.lib.errors.bad_request"
+handler403 = "buildboard.lib.errors.permission_denied"
+handler404 = "buildboard.lib.errors.not_found"
+handler500 = "buildboard.lib.errors.server_error"

@@ -1,66 +1,63 @@
 """The heartbeat endpoint: each worker says what it runs and how it is doing, and learns what staff want."""
 
-import re
+from typing import Annotated, Literal
 
 from django.http import HttpRequest, HttpResponse
-from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
+from pydantic import BaseModel, Field
 
 from accounts import permissions
 from accounts.tokens import require_token
-from buildboard.lib.jsonapi import ApiError, api_view, field, integer, json_body, respond, text, timestamp
+from buildboard.lib.jsonapi import ApiError, ApiModel, Call, Integer, Name, Text, Timestamp, operation, respond
 
 from . import services
-from .models import WorkerState
 
-WORKER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,254}$")
 MAX_POOL_SIZE = 10_000
 MAX_ERRORS_PER_HEARTBEAT = 100
 MAX_ERROR_LENGTH = 4000
-STATES = [s.value for s in WorkerState]
+WorkerName = Name(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,254}", 255,
+                  what="1-255 letters, digits or _ . : @ -, starting with a letter or digit")
 
 
-def parse_heartbeat(data: dict) -> tuple[dict, list[dict]]:
-    """The heartbeat body, validated: (fields for the worker, its errors). Raises ApiError(400)."""
-    beat = {
-        "version": text(data, "version", max_length=64, blank=False),
-        "backend": text(data, "backend", "", max_length=64),
-        "host": text(data, "host", "", max_length=255),
-        "queue": text(data, "queue", max_length=100, blank=False),
-        "pool_size": integer(data, "pool_size", minimum=0, maximum=MAX_POOL_SIZE),
-        "busy": integer(data, "busy", minimum=0, maximum=MAX_POOL_SIZE),
-        "state": text(data, "state", max_length=16),
-    }
-    if beat["state"] not in STATES:
-        raise ApiError(400, f"'state' must be one of {', '.join(STATES)}")
-    if beat["busy"] > beat["pool_size"]:
-        raise ApiError(400, f"'busy' ({beat['busy']}) cannot exceed 'pool_size' ({beat['pool_size']})")
-    raw_errors = field(data, "errors", list, [])
-    if len(raw_errors) > MAX_ERRORS_PER_HEARTBEAT:
-        raise ApiError(400, f"at most {MAX_ERRORS_PER_HEARTBEAT} errors per heartbeat")
-    errors = []
-    for i, raw in enumerate(raw_errors):
-        where = f"errors[{i}]."
-        if not isinstance(raw, dict):
-            raise ApiError(400, f"'errors[{i}]' must be an object with 'at' and 'message'")
-        message = text(raw, "message", max_length=MAX_ERROR_LENGTH, where=where, blank=False)
-        try:
-            at = timestamp(raw, "at")
-        except ApiError as e:
-            raise ApiError(400, e.message.replace("'at'", f"'{where}at'", 1)) from None
-        errors.append({"at": at, "message": message})
-    return beat, errors
+class WorkerErrorIn(ApiModel):
+    at: Timestamp
+    message: Text(MAX_ERROR_LENGTH, min_length=1, non_blank=True)
 
 
-@csrf_exempt
-@require_POST
-@api_view
-def worker_heartbeat(request: HttpRequest, name: str) -> HttpResponse:
+class HeartbeatIn(ApiModel):
+    version: Text(64, min_length=1, non_blank=True)
+    backend: Text(64) = ""
+    host: Text(255) = ""
+    queue: Text(100, min_length=1, non_blank=True)
+    pool_size: Integer(0, MAX_POOL_SIZE)
+    busy: Integer(0, MAX_POOL_SIZE, description="At most pool_size.")
+    state: Literal["starting", "in_service", "draining", "stopped"]
+    errors: Annotated[list[WorkerErrorIn], Field(max_length=MAX_ERRORS_PER_HEARTBEAT)] = []
+
+
+class HeartbeatOut(BaseModel):
+    desired_version: str | None = Field(description="The version staff want this queue to run; null if none.")
+    drain: bool = Field(description="Finish running jobs, take no new ones, then stop.")
+
+
+def parse_heartbeat(data: HeartbeatIn) -> tuple[dict, list[dict]]:
+    """The validated heartbeat as (fields for the worker, its errors)."""
+    beat = data.model_dump(exclude={"errors"})
+    return beat, [{"at": e.at, "message": e.message} for e in data.errors]
+
+
+@operation("POST", "/api/v1/workers/{name}/heartbeat", params={"name": WorkerName}, body=HeartbeatIn,
+           auth="required", errors=(403, 409),
+           ok=(200, "Recorded; the answer is what staff want of this worker", HeartbeatOut),
+           summary="A worker's heartbeat: what it runs and how it is doing; answers what staff want of it",
+           description="Send every 30 s or so; an instance silent for FLEET_HEARTBEAT_TIMEOUT seconds (90) shows "
+                       "as silent and stops counting toward its queue's capacity. Errors are grouped by a signature "
+                       "with numbers, hashes, ids and image tags stripped; resending an error (same time) counts "
+                       "it once. `busy` may not exceed `pool_size` (else 409).")
+def worker_heartbeat(request: HttpRequest, name: str, call: Call) -> HttpResponse:
     token = require_token(request)
-    if not WORKER_NAME.match(name):
-        raise ApiError(400, "the worker name must be 1-255 letters, digits or _ . : @ -, starting with a letter "
-                            "or digit")
-    beat, errors = parse_heartbeat(json_body(request))
+    beat, errors = parse_heartbeat(call.body())
+    if beat["busy"] > beat["pool_size"]:  # no JSON Schema can say so: a conflict between the two values
+        raise ApiError(409, f"'busy' ({beat['busy']}) cannot exceed 'pool_size' ({beat['pool_size']})")
     if not permissions.token_may_heartbeat(token, beat["queue"]):
         raise ApiError(403, f"this {token.kind} token may not heartbeat for queue {beat['queue']}")
     return respond(services.worker_heartbeat(name=name, beat=beat, errors=errors))

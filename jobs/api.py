@@ -1,30 +1,45 @@
 """The worker API: workers report builds, job states and log parts; anyone allowed reads them back.
 
-Views validate synchronously and hand all writing of reports to Celery (see tasks.py)."""
+Views validate synchronously (the models in schemas.py, which also make /api/v1/openapi.json) and hand
+all writing of reports to Celery (see tasks.py). A 202 means the report is in Redis, which the project
+requires to run with AOF persistence (see ingest.py): it survives the loss of any one process."""
 
+import json
 import re
 
 from django.conf import settings
 from django.db import IntegrityError
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.utils import timezone
-from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_POST, require_safe
+from django.views.decorators.http import require_GET, require_safe
 
 from accounts import permissions
 from accounts.models import ApiToken, TokenKind
 from accounts.tokens import require_token, token_from
-from buildboard.lib.jsonapi import ApiError, api_view, field, integer, json_body, respond, text, timestamp
+from buildboard.lib.errors import TRANSIENT_ERRORS
+from buildboard.lib.jsonapi import ApiError, Call, Unavailable, openapi_document, operation, respond
 from buildboard.lib.publish import enqueue
 
 from . import events, ingest, services, tasks
 from .models import Job, create_build
-from .openapi import OPENAPI
+from .schemas import (
+    Ack,
+    BuildIn,
+    BuildOut,
+    CancelOut,
+    ErrorOut,
+    JobId,
+    JobOut,
+    LogAck,
+    LogIn,
+    LogOut,
+    LogQuery,
+    RestartOut,
+    StateIn,
+)
 from .states import parse_state
 
-REPOSITORY_SLUG = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
-MAX_JOBS_PER_BUILD = 500
-MAX_PARTS_PER_REQUEST = 5000
+JOB = {"job_id": JobId}
 
 
 def _require_build_scope(token: ApiToken, repository: str) -> None:
@@ -84,8 +99,7 @@ def _may_report(token: ApiToken, job: Job) -> bool:
                                         name=job.build.repository.name)
 
 
-def _attempt(data: dict, job: Job) -> int:
-    attempt = integer(data, "attempt", None, minimum=1)
+def _attempt(attempt: int | None, job: Job) -> int:
     if attempt is None:
         return job.attempt
     if attempt != job.attempt:
@@ -94,48 +108,19 @@ def _attempt(data: dict, job: Job) -> int:
     return attempt
 
 
-@csrf_exempt
-@require_POST
-@api_view
-def builds_create(request: HttpRequest) -> HttpResponse:
+@operation("POST", "/api/v1/builds", summary="Create a build with its jobs", body=BuildIn, auth="required",
+           ok=(201, "Created: the build and its jobs' ids", BuildOut), errors=(403, 409),
+           description="Build numbers count up per repository unless `number` is given.")
+def builds_create(request: HttpRequest, call: Call) -> HttpResponse:
     token = require_token(request)
-    data = json_body(request)
-    repository = text(data, "repository", max_length=201)
-    if not REPOSITORY_SLUG.match(repository):
-        raise ApiError(400, "'repository' must look like owner/name")
-    _require_build_scope(token, repository)
-    jobs = field(data, "jobs", list)
-    if not jobs:
-        raise ApiError(400, "'jobs' must list at least one job")
-    if len(jobs) > MAX_JOBS_PER_BUILD:
-        raise ApiError(400, f"a build may have at most {MAX_JOBS_PER_BUILD} jobs")
-    job_specs = []
-    for i, spec in enumerate(jobs):
-        where = f"jobs[{i}]."
-        if not isinstance(spec, dict):
-            raise ApiError(400, f"'jobs[{i}]' must be an object")
-        job_specs.append({
-            "number": text(spec, "number", None, max_length=32, where=where, blank=False),
-            "config": field(spec, "config", dict, {}, where),
-            "queue": text(spec, "queue", "builds.linux", max_length=100, where=where, blank=False),
-            "allow_failure": field(spec, "allow_failure", bool, False, where),
-        })
-    numbers = [s["number"] for s in job_specs if s["number"]]
-    if len(numbers) != len(set(numbers)):
-        raise ApiError(400, "job numbers must be unique within a build")
+    data = call.body()
+    _require_build_scope(token, data.repository)
     try:
-        build = create_build(
-            repository=repository,
-            branch=text(data, "branch", blank=False),
-            commit=text(data, "commit", max_length=64, blank=False),
-            message=text(data, "message", "", max_length=10_000),
-            author=text(data, "author", ""),
-            event=text(data, "event", "push", max_length=32),
-            number=integer(data, "number", None, minimum=1, maximum=2**31 - 1),
-            jobs=job_specs,
-        )
+        build = create_build(repository=data.repository, branch=data.branch, commit=data.commit,
+                             message=data.message, author=data.author, event=data.event, number=data.number,
+                             jobs=[spec.model_dump() for spec in data.jobs])
     except IntegrityError:
-        raise ApiError(409, f"build number {data.get('number')} already exists in {repository}") from None
+        raise ApiError(409, f"build number {data.number} already exists in {data.repository}") from None
     build_jobs = list(build.jobs.order_by("id"))
     for job in build_jobs:
         events.announce_job(job)
@@ -148,50 +133,40 @@ def builds_create(request: HttpRequest) -> HttpResponse:
     }, status=201)
 
 
-@csrf_exempt
-@require_POST
-@api_view
-def job_state(request: HttpRequest, job_id: int) -> HttpResponse:
+@operation("POST", "/api/v1/jobs/{job_id}/state", summary="Report a job state", body=StateIn, params=JOB,
+           auth="required", ok=(202, "Accepted; `cancel` says whether staff asked to cancel", Ack),
+           errors=(404, 409))
+def job_state(request: HttpRequest, job_id: int, call: Call) -> HttpResponse:
     job = _get_job_for_worker(request, job_id)
-    data = json_body(request)
-    state = parse_state(text(data, "state", max_length=32))
-    if state is None:
-        raise ApiError(400, "'state' must be one of received, started, passed, failed, errored, canceled")
-    at = timestamp(data, "at", None) or timezone.now()
-    report = {
-        "worker": text(data, "worker", ""),
-        "worker_version": text(data, "worker_version", "", max_length=64),
-        "exit_code": integer(data, "exit_code", None, minimum=-(2**31), maximum=2**31 - 1),
-    }
-    attempt = _attempt(data, job)
-    enqueue(tasks.apply_job_state, job.pk, attempt, state.value, at.isoformat(), **report)
+    report = call.body()
+    state = parse_state(report.state)
+    attempt = _attempt(report.attempt, job)
+    at = report.at or timezone.now()
+    try:
+        enqueue(tasks.apply_job_state, job.pk, attempt, state.value, at.isoformat(), worker=report.worker,
+                worker_version=report.worker_version, exit_code=report.exit_code)
+    except TRANSIENT_ERRORS:
+        raise Unavailable(cancel=job.cancel_requested) from None
     return respond({"cancel": job.cancel_requested}, status=202)
 
 
-@csrf_exempt
-@require_POST
-@api_view
-def job_log_append(request: HttpRequest, job_id: int) -> HttpResponse:
+@operation("POST", "/api/v1/jobs/{job_id}/log", summary="Append log parts", body=LogIn, params=JOB,
+           auth="required", ok=(202, "Accepted: the parts are buffered durably and will be stored once each",
+                                LogAck),
+           errors=(404, 409, 413, 429),
+           description="Keep every part until `persisted_through` reaches its number; resend what lies "
+                       "beyond it after a 429 or 503 (wait Retry-After) or when it stops advancing.")
+def job_log_append(request: HttpRequest, job_id: int, call: Call) -> HttpResponse:
     job = _get_job_for_worker(request, job_id, "log_bytes", "log_truncated", "log_persisted_through")
-    data = json_body(request)
-    attempt = _attempt(data, job)
-    raw_parts = field(data, "parts", list)
-    if not raw_parts:
-        raise ApiError(400, "'parts' must list at least one part")
-    if len(raw_parts) > MAX_PARTS_PER_REQUEST:
-        raise ApiError(400, f"at most {MAX_PARTS_PER_REQUEST} parts per request")
+    log = call.body()
+    attempt = _attempt(log.attempt, job)
+    progress = {"cancel": job.cancel_requested, "persisted_through": job.log_persisted_through}
     sizes = []
-    for i, raw in enumerate(raw_parts):
-        where = f"parts[{i}]."
-        if not isinstance(raw, dict):
-            raise ApiError(400, f"'parts[{i}]' must be an object")
-        content = field(raw, "content", str, where=where)
-        size = len(content.encode())
+    for part in log.parts:
+        size = len(part.content.encode())
         if size > settings.LOG_PART_MAX_BYTES:
-            raise ApiError(413, f"part {raw.get('number')} is {size} bytes; the limit is "
-                                f"{settings.LOG_PART_MAX_BYTES} bytes per part")
-        integer(raw, "number", minimum=0, maximum=2**31 - 1, where=where)
-        field(raw, "final", bool, False, where)
+            raise ApiError(413, f"part {part.number} is {size} bytes; the limit is "
+                                f"{settings.LOG_PART_MAX_BYTES} bytes per part", **progress)
         sizes.append(size)
     # The task enforces the cap exactly; this early check refuses what is certainly over it.
     refused, room = 0, settings.LOG_MAX_BYTES - job.log_bytes
@@ -202,40 +177,47 @@ def job_log_append(request: HttpRequest, job_id: int) -> HttpResponse:
     # The whole batch goes on even when some is refused: the task stores what fits and marks the
     # log as truncated, so the stored log ends with a visible marker.
     if not job.log_truncated:
-        token = ingest.buffer_parts(job.pk, attempt, request.body)
-        if token:
-            enqueue(tasks.flush_log_parts, job.pk, token)
-    body = {"cancel": job.cancel_requested, "persisted_through": job.log_persisted_through}
+        # The body is buffered as it came, unless a NUL had to be replaced (JSON can only spell it \u0000).
+        body = request.body
+        if b"\\u0000" in body:
+            body = json.dumps({"parts": [p.model_dump() for p in log.parts]}).encode()
+        try:
+            token = ingest.buffer_parts(job.pk, attempt, body)
+            if token:
+                enqueue(tasks.flush_log_parts, job.pk, token)
+        except ingest.BufferFull:
+            retry_after = {"Retry-After": str(settings.API_RETRY_AFTER_SECONDS)}
+            raise ApiError(429, f"{settings.LOG_BUFFER_MAX_ITEMS} requests of this job are still waiting to be "
+                                "stored; resend after Retry-After", retry_after, **progress) from None
+        except TRANSIENT_ERRORS:
+            raise Unavailable(**progress) from None
     if refused:
         raise ApiError(413, f"the log exceeds the {settings.LOG_MAX_BYTES}-byte limit for a job; "
-                            f"{refused} part(s) refused and the log is truncated", **body)
-    return respond(body, status=202)
+                            f"{refused} part(s) refused and the log is truncated", **progress)
+    return respond(progress, status=202)
 
 
-@require_GET
-@api_view
-def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
+@operation("GET", "/api/v1/jobs/{job_id}", summary="A job: state, exit code, attempt, times, log progress",
+           params=JOB, auth="optional", ok=(200, "The job", JobOut), errors=(404,))
+def job_detail(request: HttpRequest, job_id: int, call: Call) -> HttpResponse:
     return respond(_get_job_for_reader(request, job_id).as_api_dict())
 
 
-@require_GET
-@api_view
-def job_log(request: HttpRequest, job_id: int) -> HttpResponse:
+@operation("GET", "/api/v1/jobs/{job_id}/log", summary="Log parts after a number, in order", params=JOB,
+           query=LogQuery, auth="optional", ok=(200, "Parts", LogOut), errors=(404,))
+def job_log(request: HttpRequest, job_id: int, call: Call) -> HttpResponse:
     job = _get_job_for_reader(request, job_id)
-    try:
-        after = int(request.GET.get("after", -1))
-        limit = min(int(request.GET.get("limit", 1000)), 5000)
-    except ValueError:
-        raise ApiError(400, "'after' and 'limit' must be integers") from None
-    attempt = _read_attempt(request, job)
-    parts = list(job.log_parts(after, attempt=attempt).values("number", "content", "final", "created_at")[: limit + 1])
-    more = len(parts) > limit
+    query = call.query()
+    attempt = _read_attempt(query.attempt, job)
+    parts = list(job.log_parts(query.after, attempt=attempt).values("number", "content", "final", "created_at")
+                 [: query.limit + 1])
+    more = len(parts) > query.limit
     earlier = attempt != job.attempt  # an earlier attempt is over: what is stored is all there is
     return respond({
         "job_id": job.pk,
         "attempt": attempt,
         "current_attempt": job.attempt,
-        "parts": [{**p, "at": p.pop("created_at")} for p in parts[:limit]],
+        "parts": [{**p, "at": p.pop("created_at")} for p in parts[: query.limit]],
         "more": more,
         "persisted_through": parts[-1]["number"] if earlier and parts else job.log_persisted_through,
         "complete": (earlier or job.log_complete) and not more,
@@ -243,12 +225,10 @@ def job_log(request: HttpRequest, job_id: int) -> HttpResponse:
     })
 
 
-def _read_attempt(request: HttpRequest, job: Job) -> int:
+def _read_attempt(attempt: int | None, job: Job) -> int:
     """`?attempt=N` reads an earlier attempt's log (they are all kept); the current one by default."""
-    try:
-        attempt = int(request.GET.get("attempt", job.attempt))
-    except ValueError:
-        raise ApiError(400, "'attempt' must be an integer") from None
+    if attempt is None:
+        return job.attempt
     if not 1 <= attempt <= job.attempt:
         raise ApiError(404, f"job {job.pk} has no attempt {attempt}")
     return attempt
@@ -258,10 +238,16 @@ ANSI_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x
 
 
 @require_safe  # HEAD too: download tools ask for the size and type first
-@api_view
 def job_log_txt(request: HttpRequest, job_id: int) -> HttpResponse:
-    job = _get_job_for_reader(request, job_id)
-    attempt = _read_attempt(request, job)
+    """The raw log: a page's download, not an API operation (a missing job is the HTML 404 page)."""
+    try:
+        job = _get_job_for_reader(request, job_id)
+        raw = request.GET.get("attempt")
+        if raw is not None and not re.fullmatch(r"[0-9]{1,10}", raw):
+            return HttpResponse("'attempt' must be an integer", status=400, content_type="text/plain; charset=utf-8")
+        attempt = _read_attempt(int(raw) if raw is not None else None, job)
+    except ApiError as e:
+        raise Http404(e.message) from None
     content = job.log_text(attempt)
     if request.GET.get("ansi") in ("0", "false", "no"):
         content = ANSI_ESCAPES.sub("", content)
@@ -271,34 +257,36 @@ def job_log_txt(request: HttpRequest, job_id: int) -> HttpResponse:
     return response
 
 
-@csrf_exempt
-@require_POST
-@api_view
-def job_restart(request: HttpRequest, job_id: int) -> HttpResponse:
+@operation("POST", "/api/v1/jobs/{job_id}/restart", summary="Start the next attempt of a finished job",
+           params=JOB, auth="required", ok=(202, "Restarted", RestartOut), errors=(403, 404, 409))
+def job_restart(request: HttpRequest, job_id: int, call: Call) -> HttpResponse:
     job, token = _get_job_for_operator(request, job_id)
     if not services.job_restart(job=job, actor=token):
         raise ApiError(409, f"job {job_id} is still {job.state}; only a finished job can be restarted")
     return respond({"id": job.pk, "attempt": job.attempt, "state": job.state}, status=202)
 
 
-@csrf_exempt
-@require_POST
-@api_view
-def job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
+@operation("POST", "/api/v1/jobs/{job_id}/cancel", summary="Ask the worker to cancel a running job", params=JOB,
+           auth="required", ok=(202, "Cancel requested; the worker sees `cancel: true` in its next answer", CancelOut),
+           errors=(403, 404, 409))
+def job_cancel(request: HttpRequest, job_id: int, call: Call) -> HttpResponse:
     job, token = _get_job_for_operator(request, job_id)
     if not services.job_cancel(job=job, actor=token):
         raise ApiError(409, f"job {job_id} has already finished ({job.state})")
     return respond({"id": job.pk, "cancel_requested": True}, status=202)
 
 
+_DOCUMENT: dict | None = None
+
+
 @require_GET
 def openapi(request: HttpRequest) -> HttpResponse:
-    return respond(OPENAPI)
-
-
-@csrf_exempt
-def job_log_dispatch(request: HttpRequest, job_id: int) -> HttpResponse:
-    """GET reads the log, POST appends to it: one URL, as the API document describes."""
-    if request.method == "POST":
-        return job_log_append(request, job_id)
-    return job_log(request, job_id)
+    """The OpenAPI 3.1 document, built from the operations' own declarations."""
+    global _DOCUMENT
+    if _DOCUMENT is None:
+        _DOCUMENT = openapi_document(
+            title="buildboard worker API", version="1", error_model=ErrorOut,
+            description="Workers report builds, job states and log parts; reports are ingested asynchronously "
+                        "(202 Accepted) by Celery tasks. Tokens are minted with `python manage.py create_token "
+                        "NAME`. Every error is JSON `{\"error\": ...}`; a 429 or 503 carries Retry-After.")
+    return respond(_DOCUMENT)

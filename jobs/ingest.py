@@ -1,28 +1,78 @@
-"""Log parts on their way from the API to the database: a Redis list per job, drained by one task.
+"""Log parts on their way from the API to the database: a Redis list per job, drained by one task at a time.
 
 The API pushes each accepted request body as it came (no re-encoding into a Celery message) and
-schedules a flush only when none is pending, so under load one transaction stores the parts of many
-requests. The list lives in the same Redis as the Celery broker, so an accepted part is exactly as
-durable as a queued task would be; items leave the list only after the transaction that stored them
-has committed, and a periodic sweep reschedules lists whose flush was lost with a dead worker."""
+schedules a flush only when nobody owns the list, so under load one transaction stores the parts of
+many requests. The guarantees later work builds on:
+
+Durability. The API answers 202 once the body is in the job's list. Redis must persist (AOF with
+appendfsync everysec or always; check_persistence() runs at start-up): Redis appends to its AOF before
+it replies, so an acknowledged part survives the loss of any one process, Redis included (everysec risks
+the last second only if the whole machine goes down). Items leave the list only after the transaction
+that stored them has committed.
+
+Ownership. One drainer owns a job's list at a time: an owner key holds its token with a short lease
+(LOG_OWNER_LEASE_SECONDS), renewed on every round. Only the current owner removes items, and only those
+it read; storing is idempotent (duplicates are skipped under the job's row lock), so a drainer that
+stalled past its lease and one that took over cannot lose or double anything between them.
+
+No stalls. A flush retries Redis and database errors in place with backoff (the broker is this same
+Redis, so re-queueing would fail just when it is needed). The sweep, run by beat every
+LOG_SWEEP_SECONDS, reschedules every list without a live owner: a dead worker's lease runs out within
+seconds. A flush hands over to a fresh task after DRAIN_SECONDS, so no task outlives the broker's
+visibility timeout, and each run takes a fresh token, so a redelivered copy of a task leaves at once
+while the original still drains.
+
+Poison. An item that fails to store for a reason a retry cannot cure is retried part by part; the
+parts that still fail are set aside (the caller records them as dead letters for staff, with the error)
+and the job's later parts go on being stored.
+
+Backpressure. A job may have at most LOG_BUFFER_MAX_ITEMS requests waiting; beyond that the API answers
+429 and the worker resends later, so a stalled database cannot fill Redis's memory."""
 
 import json
+import logging
 import os
 import threading
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import redis
 from django.conf import settings
 
-# How long a drainer owns a job's list; renewed on every round, so only a stuck worker loses it.
-LOCK_SECONDS = 600
-ROUND_ITEMS = 100
+from buildboard.lib.errors import TRANSIENT_ERRORS
+
+log = logging.getLogger(__name__)
+
+ROUND_ITEMS = 100  # requests stored per transaction at most
+DRAIN_SECONDS = 10.0  # then a fresh task takes over, so tasks stay short
+RETRY_SECONDS = 60.0  # transient errors are retried in place this long; then the sweep takes over
+RETRY_DELAYS = (0.25, 0.5, 1.0, 2.0, 3.0)  # the last repeats: a recovered Redis or database is used within 3 s
+
+DONE, LOST, MORE = "done", "lost", "more"
+
+Batch = tuple[int, list[dict]]  # (attempt, parts)
 
 _lock = threading.Lock()
 _client: tuple[int, redis.Redis] | None = None
 
-# One round trip per drain round: keep ownership (taking it if it lapsed) and read the next items.
+# One round trip per request: refuse when the job's backlog is full, else append and, if nobody owns
+# the list, take it (the caller then schedules the flush).
+_PUSH = """
+if redis.call('llen', KEYS[1]) >= tonumber(ARGV[2]) then return -1 end
+redis.call('rpush', KEYS[1], ARGV[1])
+if redis.call('set', KEYS[2], ARGV[3], 'NX', 'EX', ARGV[4]) then return 1 end
+return 0
+"""
+# Take or keep ownership (refused only while someone else's lease is live) under a token.
+_OWN = """
+local owner = redis.call('get', KEYS[1])
+if owner and owner ~= ARGV[1] then return false end
+redis.call('set', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+"""
+# One round trip per drain round: keep ownership and read the next items.
 _TAKE = """
 local owner = redis.call('get', KEYS[1])
 if owner and owner ~= ARGV[1] then return false end
@@ -30,7 +80,7 @@ redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return redis.call('lrange', KEYS[2], 0, ARGV[3] - 1)
 """
 # After a round: drop what was stored; when nothing is left, let go of ownership. Returns 1 while the
-# caller still owns the buffer and items remain (a request may have pushed after our read).
+# caller still owns the list and items remain (a request may have pushed after our read).
 _DONE = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('ltrim', KEYS[2], ARGV[2], -1)
@@ -40,11 +90,28 @@ return 0
 """
 
 
+class BufferFull(Exception):
+    """The job already has LOG_BUFFER_MAX_ITEMS requests waiting to be stored."""
+
+
+@dataclass
+class Poison:
+    """A buffered part (or a whole item that could not be read) that cannot be stored."""
+
+    item: bytes  # the buffered item, or the part re-encoded as JSON
+    error: str
+    attempt: int | None = None
+    number: int | None = None
+    final: bool = False
+
+
 def _redis() -> redis.Redis:
     global _client
     with _lock:
         if _client is None or _client[0] != os.getpid():
-            _client = (os.getpid(), redis.Redis.from_url(settings.REDIS_URL))
+            _client = (os.getpid(), redis.Redis.from_url(
+                settings.REDIS_URL, socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT,
+                socket_timeout=settings.REDIS_SOCKET_TIMEOUT, health_check_interval=30))
         return _client[1]
 
 
@@ -56,54 +123,190 @@ def _owner_key(job_id: int) -> str:
     return f"{settings.CHANNEL_PREFIX}:logbuf-owner:{job_id}"
 
 
+def _lease() -> int:
+    return settings.LOG_OWNER_LEASE_SECONDS
+
+
 def buffer_parts(job_id: int, attempt: int, body: bytes) -> str | None:
-    """Append one validated request body; returns a flush token if the caller must schedule a flush."""
+    """Append one validated request body; returns a flush token if the caller must schedule a flush.
+
+    Raises BufferFull when the job's backlog is full, and Redis errors when Redis is out of reach."""
     token = uuid.uuid4().hex
-    pipe = _redis().pipeline(transaction=False)
-    pipe.rpush(_buffer_key(job_id), b"%d\n" % attempt + body)
-    pipe.set(_owner_key(job_id), token, nx=True, ex=LOCK_SECONDS)
-    _, owned = pipe.execute()
-    return token if owned else None
+    pushed = _redis().register_script(_PUSH)(
+        keys=[_buffer_key(job_id), _owner_key(job_id)],
+        args=[b"%d\n" % attempt + body, settings.LOG_BUFFER_MAX_ITEMS, token, _lease()])
+    if pushed == -1:
+        raise BufferFull(job_id)
+    return token if pushed == 1 else None
 
 
-def _decode(items: list[bytes]) -> list[tuple[int, list[dict]]]:
-    batches = []
+def _decode(item: bytes) -> Batch:
+    attempt, _, body = item.partition(b"\n")
+    parts = json.loads(body)["parts"]
+    if not isinstance(parts, list) or not all(
+            isinstance(p, dict) and type(p.get("number")) is int and isinstance(p.get("content"), str) for p in parts):
+        raise ValueError("the buffered item does not hold a list of parts with a number and content")
+    return int(attempt), parts
+
+
+def _describe(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}"
+    # Kept in a text column and shown to staff: no NUL, no lone surrogate.
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode()[:2000]
+
+
+def _store_round(job_id: int, items: list[bytes], store: Callable[[int, list[Batch]], None],
+                 set_aside: Callable[[int, list[Poison]], None]) -> None:
+    """Store one round; transient errors propagate (the items stay for a retry), anything else is
+    narrowed down to the parts that cause it, which are set aside."""
+    readable: list[tuple[bytes, Batch]] = []
+    poison: list[Poison] = []
     for item in items:
-        attempt, _, body = item.partition(b"\n")
-        batches.append((int(attempt), json.loads(body)["parts"]))
-    return batches
+        try:
+            readable.append((item, _decode(item)))
+        except (ValueError, KeyError, TypeError) as e:
+            poison.append(Poison(item=item, error=_describe(e)))
+    try:
+        if readable:
+            store(job_id, [batch for _, batch in readable])
+    except TRANSIENT_ERRORS:
+        raise
+    except Exception as e:
+        log.warning("storing the log parts of job %s failed (%r); storing them one by one", job_id, e)
+        for _, (attempt, parts) in readable:
+            for part in parts:
+                try:
+                    store(job_id, [(attempt, [part])])
+                except TRANSIENT_ERRORS:
+                    raise
+                except Exception as part_error:
+                    poison.append(Poison(item=json.dumps(part).encode(), error=_describe(part_error),
+                                         attempt=attempt, number=part["number"], final=bool(part.get("final"))))
+    if poison:
+        set_aside(job_id, poison)
 
 
-def drain(job_id: int, token: str, store: Callable[[int, list[tuple[int, list[dict]]]], None]) -> None:
+def drain(job_id: int, token: str, store: Callable[[int, list[Batch]], None],
+          set_aside: Callable[[int, list[Poison]], None], seconds: float = DRAIN_SECONDS) -> str:
     """Store everything buffered for a job, round by round, while holding its owner token.
 
-    `store` must commit before returning: only then are the items removed from the list."""
+    `store` and `set_aside` must commit before returning: only then are the items removed from the list.
+    Returns DONE (nothing left, ownership released), LOST (someone else owns the list) or MORE (time is
+    up while items remain; the caller hands over to a fresh task, still owning the list)."""
     r = _redis()
     keys = [_owner_key(job_id), _buffer_key(job_id)]
     take, done = r.register_script(_TAKE), r.register_script(_DONE)
+    until = time.monotonic() + seconds
     while True:
-        items = take(keys=keys, args=[token, LOCK_SECONDS, ROUND_ITEMS])
+        items = take(keys=keys, args=[token, _lease(), ROUND_ITEMS])
         if items is None:
-            return  # someone else is draining this job
+            return LOST
         if items:
-            store(job_id, _decode(items))
+            _store_round(job_id, items, store, set_aside)
         if not done(keys=keys, args=[token, len(items)]):
-            return
+            return DONE
+        if time.monotonic() >= until:
+            return MORE
+
+
+def own(job_id: int, token: str) -> str | None:
+    """Start a flush run: exchange the task's token for a fresh one, so a redelivered copy of the same
+    task finds it spent. None if someone else holds a live lease."""
+    fresh = uuid.uuid4().hex
+    owned = _redis().register_script(_OWN)(keys=[_owner_key(job_id)], args=[token, fresh, _lease()])
+    return fresh if owned else None
+
+
+def _delays() -> Iterator[float]:
+    yield from RETRY_DELAYS
+    while True:
+        yield RETRY_DELAYS[-1]
+
+
+def flush(job_id: int, token: str, store: Callable[[int, list[Batch]], None],
+          set_aside: Callable[[int, list[Poison]], None], retry_seconds: float = RETRY_SECONDS,
+          sleep: Callable[[float], None] = time.sleep) -> tuple[str, str | None]:
+    """One flush run: own the list, drain it, and retry Redis or database errors in place.
+
+    Returns (outcome, token): MORE with the token to hand over to the next task, else DONE or LOST.
+    After retry_seconds of failures it gives up quietly; the lease runs out and the sweep reschedules."""
+    delays, give_up = _delays(), time.monotonic() + retry_seconds
+    current: str | None = None
+    while True:
+        try:
+            if current is None:
+                current = own(job_id, token)
+                if current is None:
+                    return LOST, None
+            outcome = drain(job_id, current, store, set_aside)
+            return outcome, current if outcome == MORE else None
+        except TRANSIENT_ERRORS as e:
+            if time.monotonic() >= give_up:
+                log.warning("flushing job %s: still failing after %.0f s (%r); the sweep will retry",
+                            job_id, retry_seconds, e)
+                return LOST, None
+            delay = next(delays)
+            log.info("flushing job %s: %r; retrying in %.2f s", job_id, e, delay)
+            sleep(delay)
 
 
 def orphaned_jobs() -> list[int]:
-    """Jobs with buffered parts and no drainer (its worker died): the sweep reschedules them."""
+    """Jobs with buffered parts and no live owner (its worker died or stalled past the lease)."""
     r = _redis()
     prefix = f"{settings.CHANNEL_PREFIX}:logbuf:"
-    jobs = []
-    for key in r.scan_iter(match=prefix + "*", count=500):
-        job_id = int(key.decode()[len(prefix):])
-        if not r.exists(_owner_key(job_id)):
-            jobs.append(job_id)
-    return jobs
+    job_ids = [int(key.decode()[len(prefix):]) for key in r.scan_iter(match=prefix + "*", count=1000)]
+    if not job_ids:
+        return []
+    pipe = r.pipeline(transaction=False)
+    for job_id in job_ids:
+        pipe.exists(_owner_key(job_id))
+    return [job_id for job_id, owned in zip(job_ids, pipe.execute(), strict=True) if not owned]
 
 
 def claim(job_id: int) -> str | None:
-    """Take ownership of an orphaned job's buffer; returns the token, or None if someone has it."""
+    """Take ownership of an orphaned job's list; returns the token, or None if someone has it."""
     token = uuid.uuid4().hex
-    return token if _redis().set(_owner_key(job_id), token, nx=True, ex=LOCK_SECONDS) else None
+    return token if _redis().set(_owner_key(job_id), token, nx=True, ex=_lease()) else None
+
+
+def pending(job_id: int) -> int:
+    """How many requests of a job wait in its list."""
+    return _redis().llen(_buffer_key(job_id))
+
+
+# --- durability ------------------------------------------------------------------------------------
+
+
+def persistence_problem(client: redis.Redis | None = None) -> str | None:
+    """Why Redis would lose acknowledged parts on a restart, or None if its AOF keeps them."""
+    info = (client or _redis()).info("persistence")
+    if not int(info.get("aof_enabled", 0)):
+        return "Redis runs without AOF (appendonly no): accepted log parts would be lost when it restarts"
+    try:
+        fsync = (client or _redis()).config_get("appendfsync").get("appendfsync")
+    except redis.ResponseError:  # managed Redis services may refuse CONFIG; AOF is on, trust its policy
+        return None
+    if fsync not in ("everysec", "always"):
+        return f"Redis's AOF is written with appendfsync {fsync}; use everysec or always"
+    return None
+
+
+def check_persistence() -> None:
+    """At start-up of web and Celery processes: refuse (REDIS_PERSISTENCE=require, the default with
+    DEBUG=False) or warn loudly (warn, the default with DEBUG) about a Redis that would lose parts."""
+    mode = settings.REDIS_PERSISTENCE
+    if mode == "off":
+        return
+    try:
+        problem = persistence_problem()
+    except redis.RedisError as e:
+        log.warning("could not check Redis persistence at start-up: %r", e)
+        return
+    if problem is None:
+        return
+    message = f"{problem}. See README, 'Deploying at scale'. (REDIS_PERSISTENCE={mode})"
+    if mode == "require":
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(message)
+    log.warning("\n%s\n%s\n%s", "!" * 100, message, "!" * 100)

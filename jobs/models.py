@@ -431,6 +431,36 @@ class LogPart(models.Model):
         return f"{self.job_id}/{self.attempt}/{self.number}"
 
 
+class DeadLetterQuerySet(models.QuerySet):
+    def recent(self, since) -> "DeadLetterQuerySet":
+        return self.filter(created_at__gte=since)
+
+
+class DeadLetter(models.Model):
+    """A buffered log part that could not be stored for a reason no retry cures, kept for staff.
+
+    The log holds a marker in its place (jobs/tasks.py), so the job's later parts are stored as usual."""
+
+    job_id = models.BigIntegerField(db_index=True)  # no foreign key: the job may be gone, or never existed
+    attempt = models.PositiveIntegerField(null=True, blank=True)
+    number = models.PositiveIntegerField(null=True, blank=True, help_text="The part's number, if it could be read.")
+    payload = models.BinaryField(help_text="What was buffered, byte for byte (it may hold what text cannot).")
+    error = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    objects = DeadLetterQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} part {self.number}: {self.error[:60]}"
+
+    @property
+    def payload_preview(self) -> str:
+        return bytes(self.payload[:300]).decode("utf-8", "backslashreplace")
+
+
 @transaction.atomic
 def create_build(*, repository: str, branch: str, commit: str, message: str = "", author: str = "",
                  event: str = "push", number: int | None = None, jobs: list[dict]) -> Build:

@@ -1,5 +1,6 @@
 """Celery tasks that ingest worker reports. Idempotent, safe to run twice or out of order."""
 
+import logging
 from datetime import datetime
 
 from celery import shared_task
@@ -7,9 +8,13 @@ from django.db import DatabaseError, transaction
 from django.utils.dateparse import parse_datetime
 
 from . import events, ingest, services
-from .models import Job
+from .models import DeadLetter, Job
+
+log = logging.getLogger(__name__)
 
 RETRY = {"autoretry_for": (DatabaseError,), "retry_backoff": True, "retry_backoff_max": 60, "max_retries": 10}
+PLACEHOLDER = ("\x1b[33;1m[buildboard] Part {number} of this log could not be stored and was set aside for "
+               "staff ({error}).\x1b[0m\n")
 
 
 def _locked_job(job_id: int) -> Job | None:
@@ -54,15 +59,36 @@ def ingest_log_parts(job_id: int, attempt: int, parts: list[dict]) -> None:
     store_log_parts(job_id, [(attempt, parts)])
 
 
-@shared_task(acks_late=True, **RETRY)
+def set_aside_log_parts(job_id: int, poison: list[ingest.Poison]) -> None:
+    """Keep parts that cannot be stored as dead letters for staff, and store a marker in each one's place,
+    so the log stays contiguous (persisted_through moves on, readers see what is missing)."""
+    with transaction.atomic():
+        DeadLetter.objects.bulk_create([
+            DeadLetter(job_id=job_id, attempt=p.attempt, number=p.number, payload=p.item, error=p.error)
+            for p in poison])
+        job = _locked_job(job_id)
+        markers = [{"number": p.number, "final": p.final, "content": PLACEHOLDER.format(
+            number=p.number, error=p.error.split(":", 1)[0])} for p in poison
+            if job is not None and p.number is not None and p.attempt == job.attempt]
+        if markers:
+            stored = job.store_log_parts(job.attempt, markers)
+            events.announce_log_parts(job, stored)
+    log.error("job %s: %d log part(s) set aside as dead letters: %s", job_id, len(poison), poison[0].error)
+
+
+@shared_task(acks_late=True)
 def flush_log_parts(job_id: int, token: str) -> None:
-    """Drain a job's buffered log parts into the database (see jobs/ingest.py)."""
-    ingest.drain(job_id, token, store_log_parts)
+    """Drain a job's buffered log parts into the database (see jobs/ingest.py); hand over to a fresh
+    task when there is more than one run should take."""
+    outcome, handover = ingest.flush(job_id, token, store_log_parts, set_aside_log_parts)
+    if outcome == ingest.MORE:
+        flush_log_parts.delay(job_id, handover)
 
 
 @shared_task(acks_late=True)
 def sweep_log_buffers() -> int:
-    """Reschedule buffers whose flush was lost with a dead worker; returns how many."""
+    """Beat runs this every LOG_SWEEP_SECONDS: reschedule buffers without a live owner (their worker
+    died or stalled past the lease); returns how many."""
     count = 0
     for job_id in ingest.orphaned_jobs():
         token = ingest.claim(job_id)

@@ -1,5 +1,7 @@
 from django.urls import path
 
+from buildboard.lib.jsonapi import route
+
 from . import api, views
 
 urlpatterns = [
@@ -15,7 +17,7 @@ urlpatterns = [
     path("api/v1/builds", api.builds_create, name="api-builds-create"),
     path("api/v1/jobs/<int:job_id>", api.job_detail, name="api-job-detail"),
     path("api/v1/jobs/<int:job_id>/state", api.job_state, name="api-job-state"),
-    path("api/v1/jobs/<int:job_id>/log", api.job_log_dispatch, name="api-job-log"),
+    path("api/v1/jobs/<int:job_id>/log", route(api.job_log, api.job_log_append), name="api-job-log"),
     path("api/v1/jobs/<int:job_id>/restart", api.job_restart, name="api-job-restart"),
     path("api/v1/jobs/<int:job_id>/cancel", api.job_cancel, name="api-job-cancel"),
     path("<str:owner>/<str:name>.svg", views.badge, name="jobs-badge"),

@@ -40,7 +40,7 @@ def test_explicit_build_number_conflict_is_409(client, auth):
 
 @pytest.mark.parametrize(("body", "message"), [
     ({**BUILD, "repository": "no-slash"}, "owner/name"),
-    ({**BUILD, "jobs": []}, "at least one job"),
+    ({**BUILD, "jobs": []}, "'jobs' must list at least 1 item"),
     ({**BUILD, "jobs": [{"config": "x"}]}, "jobs[0].config"),
     ({**BUILD, "number": "3"}, "'number' must be an integer"),
     ({k: v for k, v in BUILD.items() if k != "branch"}, "'branch' is required"),
@@ -202,7 +202,7 @@ def test_private_jobs_are_404_to_anonymous_but_not_to_staff_or_tokens(client, au
 def test_openapi_document_lists_the_endpoints(client):
     doc = client.get("/api/v1/openapi.json").json()
     assert doc["openapi"].startswith("3.")
-    assert {"/api/v1/builds", "/api/v1/jobs/{id}/state", "/api/v1/jobs/{id}/log"} <= set(doc["paths"])
+    assert {"/api/v1/builds", "/api/v1/jobs/{job_id}/state", "/api/v1/jobs/{job_id}/log"} <= set(doc["paths"])
 
 
 def test_revoking_a_used_token_takes_effect_at_once(client, auth, job):

@@ -102,19 +102,25 @@ def test_missing_or_bad_token_is_401(client, token):
     assert not Worker.objects.exists()
 
 
+def test_busy_over_pool_size_is_a_409_as_no_schema_can_refuse_it(client, auth):
+    response = beat(client, auth, busy=5)
+    assert response.status_code == 409
+    assert response.json()["error"] == "'busy' (5) cannot exceed 'pool_size' (4)"
+    assert not Worker.objects.exists()
+
+
 @pytest.mark.parametrize(("changes", "message"), [
     ({"state": "sleeping"}, "'state' must be one of starting, in_service, draining, stopped"),
     ({"version": ""}, "'version' must not be blank"),
     ({"queue": None}, "'queue' is required"),
     ({"pool_size": "4"}, "'pool_size' must be an integer"),
     ({"pool_size": -1}, "'pool_size' must be at least 0"),
-    ({"busy": 5}, "'busy' (5) cannot exceed 'pool_size' (4)"),
     ({"errors": "boom"}, "'errors' must be an array"),
     ({"errors": ["boom"]}, "'errors[0]' must be an object"),
     ({"errors": [{"at": "yesterday", "message": "x"}]}, "'errors[0].at' must be an RFC 3339 timestamp"),
     ({"errors": [{"at": "2017-02-04T10:00:00", "message": "x"}]}, "'errors[0].at' must include a time zone"),
     ({"errors": [{"at": "2017-02-04T10:00:00Z"}]}, "'errors[0].message' is required"),
-    ({"errors": [{"at": "2017-02-04T10:00:00Z", "message": "x"}] * 101}, "at most 100 errors"),
+    ({"errors": [{"at": "2017-02-04T10:00:00Z", "message": "x"}] * 101}, "'errors' must list at most 100 items"),
 ])
 def test_bad_heartbeats_are_400_with_a_clear_message(client, auth, changes, message):
     body = {**BEAT, **changes}

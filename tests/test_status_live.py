@@ -20,7 +20,7 @@ def test_websocket_greets_with_the_current_sequence_then_forwards_changes(alice)
 
     # channels.testing needs daphne; asgiref's communicator speaks the same ASGI messages.
     scope = {"type": "websocket", "path": "/ws/status/", "query_string": b"", "subprotocols": [],
-             "headers": [(b"host", b"testserver"), (b"origin", b"http://testserver")]}
+             "headers": [(b"host", b"localhost"), (b"origin", b"http://localhost:8000")]}
     communicator = ApplicationCommunicator(application, scope)
 
     async def receive_frame() -> dict:

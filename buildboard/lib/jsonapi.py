@@ -1,104 +1,430 @@
-"""Small helpers for JSON APIs: parse a body, check fields, answer errors with a clear message."""
+"""JSON APIs declared once: pydantic models validate each request and describe it in the published OpenAPI.
+
+A view declares its operation with @operation: method, path, the body and query models, the answers it
+gives and the errors it may answer with. The view calls `call.body()` / `call.query()` for validated
+models (after its own authorization, so an anonymous caller learns nothing from validation messages);
+ApiError becomes a JSON answer; a transient failure of the database or Redis becomes a 503 with
+Retry-After. openapi_document() is built from the same registrations, so what is validated is what is
+published and the two cannot drift (healthchecks validates its API with pydantic the same way).
+
+Field types: Text() refuses NUL and lone surrogates in every string, Name() is matched whole with
+re.fullmatch, Integer() takes JSON integers (and integral floats, which JSON Schema calls integers) but
+never strings or booleans, and every model is strict, so the schema's types are exactly what is accepted."""
 
 import json
+import re
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import wraps
-from typing import Any
+from typing import Annotated, Any, get_args
 
+from annotated_types import Ge, Le
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.core.serializers.json import DjangoJSONEncoder
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic.json_schema import models_json_schema
 
-MISSING = object()
+from .errors import TRANSIENT_ERRORS, json_error, poison, unavailable
+
+MAX_JSON_DEPTH = 32
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, **extra: Any):
+    def __init__(self, status: int, message: str, headers: dict | None = None, **extra: Any):
         super().__init__(message)
-        self.status, self.message, self.extra = status, message, extra
+        self.status, self.message, self.headers, self.extra = status, message, headers or {}, extra
+
+    def response(self) -> JsonResponse:
+        response = json_error(self.status, self.message, self.headers, **self.extra)
+        if self.status == 401:
+            response["WWW-Authenticate"] = 'Bearer realm="buildboard"'
+        return response
+
+
+class Unavailable(ApiError):
+    """503 with Retry-After, and what the client may need to resend (e.g. persisted_through)."""
+
+    def __init__(self, **extra: Any):
+        super().__init__(503, "", **extra)
+
+    def response(self) -> JsonResponse:
+        return unavailable(**self.extra)
 
 
 def respond(data: Any, status: int = 200, **kwargs: Any) -> JsonResponse:
     return JsonResponse(data, status=status, encoder=DjangoJSONEncoder, safe=False, **kwargs)
 
 
-def api_view(view: Callable) -> Callable:
-    """Turn ApiError into a JSON error response."""
+class ApiModel(BaseModel):
+    """Strict: a string is never read as a number, a number never as a boolean. Unknown fields are ignored."""
 
-    @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any):
-        try:
-            return view(request, *args, **kwargs)
-        except ApiError as e:
-            response = respond({"error": e.message, **e.extra}, status=e.status)
-            if e.status == 401:
-                response["WWW-Authenticate"] = 'Bearer realm="buildboard"'
-            return response
-
-    return wrapper
+    model_config = ConfigDict(strict=True)
 
 
-def json_body(request: HttpRequest) -> dict:
-    if request.content_type not in ("application/json", ""):
-        raise ApiError(415, f"expected Content-Type application/json, got {request.content_type}")
+# --- field types ----------------------------------------------------------------------------------
+
+
+def _refuse_poison(value: str) -> str:
+    what = poison(value)
+    if what:
+        raise ValueError(f"must not contain {what}")
+    return value
+
+
+def _integral(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # JSON Schema's "integer" includes 1.0
+    return value
+
+
+def Text(max_length: int, *, min_length: int = 0, non_blank: bool = False, description: str | None = None) -> Any:
+    """A string of at most max_length characters without NUL or lone surrogates."""
+    extra = {"pattern": r"\S"} if non_blank else None  # JSON Schema patterns search: "has a non-space"
+
+    def check(value: str) -> str:
+        _refuse_poison(value)
+        if non_blank and not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+    return Annotated[str, Field(min_length=min_length, max_length=max_length, description=description,
+                                json_schema_extra=extra), AfterValidator(check)]
+
+
+def Name(regex: str, max_length: int, *, what: str, description: str | None = None,
+         not_pattern: str | None = None, not_what: str = "a reserved name") -> Any:
+    """A name matched whole against `regex` (re.fullmatch: no trailing newline slips through a `$`), and,
+    with `not_pattern`, refused where that pattern is found (reserved names)."""
+    compiled = re.compile(regex)
+    refused = re.compile(not_pattern) if not_pattern else None
+    # Published anchored, with a look-ahead so that `$` cannot match before a final newline either.
+    schema: dict[str, Any] = {"pattern": f"^(?:{regex})(?!\\n)$"}
+    if not_pattern:
+        schema["not"] = {"pattern": not_pattern}
+
+    def check(value: str) -> str:
+        _refuse_poison(value)
+        if not compiled.fullmatch(value):
+            raise ValueError(f"must be {what}")
+        if refused and refused.search(value):
+            raise ValueError(f"is {not_what}")
+        return value
+
+    return Annotated[str, Field(min_length=1, max_length=max_length, description=description,
+                                json_schema_extra=schema), AfterValidator(check)]
+
+
+def Integer(minimum: int | None = None, maximum: int | None = None, description: str | None = None) -> Any:
+    constraints = [c for c in (Ge(minimum) if minimum is not None else None,
+                               Le(maximum) if maximum is not None else None) if c is not None]
+    return Annotated[int, *constraints, Field(description=description), BeforeValidator(_integral)]
+
+
+RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(?:\.\d+)?(?:[Zz]|[+-]\d\d:\d\d)", re.ASCII)
+_LOCAL_TIME = re.compile(r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(?:\.\d+)?", re.ASCII)
+
+
+def _timestamp(value: str) -> datetime:
+    _refuse_poison(value)
+    if _LOCAL_TIME.fullmatch(value):
+        raise ValueError("must include a time zone offset, like Z or +00:00")
+    if not RFC3339.fullmatch(value):
+        raise ValueError("must be an RFC 3339 timestamp with a time zone, like 2017-02-05T21:56:00Z")
     try:
-        data = json.loads(request.body)
+        return datetime.fromisoformat(value.upper())
+    except ValueError:
+        raise ValueError("is not a valid date and time") from None
+
+
+Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"}), AfterValidator(_timestamp)]
+
+
+def _json_value(value: Any, depth: int = 0) -> Any:
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"nests deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, str):
+        return _refuse_poison(value)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_poison(key)
+            _json_value(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _json_value(item, depth + 1)
+    return value
+
+
+# Any JSON object whose strings (keys included) hold no NUL or lone surrogate: PostgreSQL's jsonb refuses them.
+JsonObject = Annotated[dict[str, Any], AfterValidator(_json_value)]
+
+
+# --- parsing --------------------------------------------------------------------------------------
+
+
+def _label(loc: tuple) -> str:
+    label = ""
+    for part in loc:
+        if isinstance(part, int):
+            label += f"[{part}]"
+        elif not str(part).startswith(("function-", "int", "str", "bool", "list", "dict")) or not label:
+            label += f".{part}" if label else str(part)
+    return label
+
+
+_MESSAGES = {
+    "missing": "is required",
+    "int_type": "must be an integer",
+    "string_type": "must be a string",
+    "bool_type": "must be a boolean",
+    "dict_type": "must be an object",
+    "model_type": "must be an object",
+    "model_attributes_type": "must be an object",
+    "list_type": "must be an array",
+    "none_required": "must be null",
+}
+
+
+def _message(error: dict) -> str:
+    label = _label(tuple(error["loc"]))
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind in _MESSAGES:
+        text = _MESSAGES[kind]
+    elif kind == "greater_than_equal":
+        text = f"must be at least {ctx['ge']}"
+    elif kind == "less_than_equal":
+        text = f"must be at most {ctx['le']}"
+    elif kind == "string_too_long":
+        text = f"is longer than {ctx['max_length']} characters"
+    elif kind == "string_too_short":
+        text = "must not be blank" if ctx.get("min_length") == 1 else f"is shorter than {ctx['min_length']} characters"
+    elif kind == "too_short":
+        n = ctx["min_length"]
+        text = f"must list at least {n} item{'s' * (n != 1)}"
+    elif kind == "too_long":
+        n = ctx["max_length"]
+        text = f"must list at most {n} item{'s' * (n != 1)}"
+    elif kind == "literal_error":
+        text = f"must be one of {ctx['expected'].replace(chr(39), '').replace(' or ', ', ')}"
+    elif kind == "value_error":
+        text = str(ctx.get("error", error["msg"]))
+    else:
+        text = error["msg"][:1].lower() + error["msg"][1:]
+    return f"'{label}' {text}" if label else text
+
+
+def validate(model: type[ApiModel], data: Any) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        errors = e.errors(include_url=False, include_input=False)
+        details = [{"field": _label(tuple(err["loc"])), "message": _message(err)} for err in errors]
+        raise ApiError(400, details[0]["message"], errors=details) from None
+    except RecursionError:
+        raise ApiError(400, f"the body nests deeper than {MAX_JSON_DEPTH} levels") from None
+
+
+def _validate_param(adapter: TypeAdapter, name: str, value: Any) -> Any:
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as e:
+        raise ApiError(400, _message({**e.errors(include_url=False)[0], "loc": (name,)})) from None
+
+
+def json_body(request: HttpRequest) -> Any:
+    if request.content_type != "application/json":
+        raise ApiError(415, f"expected Content-Type application/json, got {request.content_type or 'none'}")
+    try:
+        raw = request.body
+    except RequestDataTooBig:
+        raise ApiError(413, f"the body is over the {settings.DATA_UPLOAD_MAX_MEMORY_SIZE}-byte limit") from None
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ApiError(400, "malformed JSON: nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise ApiError(400, f"malformed JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "the request body must be a JSON object")
+
+
+_QUERY_INTEGER = re.compile(r"-?[0-9]{1,19}")
+
+
+def _query_data(request: HttpRequest, model: type[ApiModel]) -> dict:
+    """Query strings are text: integer fields are read from ASCII digits, everything else left as is."""
+    data: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        if name not in request.GET:
+            continue
+        value = request.GET[name]
+        if int in (info.annotation, *get_args(info.annotation)) and _QUERY_INTEGER.fullmatch(value):
+            data[name] = int(value)
+        else:
+            data[name] = value
     return data
 
 
-_TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean", dict: "an object", list: "an array"}
+# --- operations -----------------------------------------------------------------------------------
+
+ERROR_TEXT = {
+    400: "Malformed JSON, a wrong type, a missing field or a value out of range; `error` names the field",
+    401: "Missing, malformed or revoked token",
+    403: "The token is valid but may not do this (its kind, queues or repositories do not allow it)",
+    404: "No such job (or not visible to the caller)",
+    409: "Conflict: a superseded attempt, a duplicate number, or a transition that cannot happen",
+    413: "A part over LOG_PART_MAX_BYTES, a log over LOG_MAX_BYTES, or a body over the size limit",
+    415: "The body is not application/json",
+    429: "Too many parts are waiting to be stored for this job; wait Retry-After seconds, then resend",
+    503: "The database or Redis is briefly unreachable; wait Retry-After seconds, then resend",
+}
 
 
-def field(data: dict, name: str, kind: type, default: Any = MISSING, where: str = "") -> Any:
-    """data[name], checked to be of `kind`; required unless a default is given (None allowed then)."""
-    label = f"{where}{name}"
-    if name not in data or (data[name] is None and default is not MISSING):
-        if default is MISSING:
-            raise ApiError(400, f"'{label}' is required")
-        return default
-    value = data[name]
-    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
-    if not ok:
-        raise ApiError(400, f"'{label}' must be {_TYPE_NAMES.get(kind, kind.__name__)}")
-    return value
+@dataclass
+class Operation:
+    method: str
+    path: str
+    summary: str
+    ok: tuple[int, str, type[BaseModel] | None]
+    body: type[ApiModel] | None = None
+    query: type[ApiModel] | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    auth: str | None = None  # "required", "optional" (public data without) or None
+    errors: tuple[int, ...] = ()
+    description: str = ""
+    name: str = ""
 
 
-def text(data: dict, name: str, default: Any = MISSING, max_length: int = 255, where: str = "",
-         blank: bool = True) -> str:
-    value = field(data, name, str, default, where)
-    if value is default:
-        return value
-    if len(value) > max_length:
-        raise ApiError(400, f"'{where}{name}' is longer than {max_length} characters")
-    if not blank and not value.strip():
-        raise ApiError(400, f"'{where}{name}' must not be blank")
-    return value
+_OPERATIONS: list[Operation] = []
 
 
-def integer(data: dict, name: str, default: Any = MISSING, minimum: int | None = None,
-            maximum: int | None = None, where: str = "") -> int:
-    value = field(data, name, int, default, where)
-    if value is default:
-        return value
-    if minimum is not None and value < minimum:
-        raise ApiError(400, f"'{where}{name}' must be at least {minimum}")
-    if maximum is not None and value > maximum:
-        raise ApiError(400, f"'{where}{name}' must be at most {maximum}")
-    return value
+@dataclass
+class Call:
+    """What a view gets besides the request: its operation's validated body and query."""
+
+    request: HttpRequest
+    op: Operation
+
+    def body(self) -> Any:
+        assert self.op.body is not None
+        return validate(self.op.body, json_body(self.request))
+
+    def raw_body(self) -> bytes:
+        return self.request.body
+
+    def query(self) -> Any:
+        assert self.op.query is not None
+        return validate(self.op.query, _query_data(self.request, self.op.query))
 
 
-def timestamp(data: dict, name: str, default: Any = MISSING) -> datetime:
-    value = field(data, name, str, default)
-    if value is default:
-        return value
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise ApiError(400, f"'{name}' must be an RFC 3339 timestamp, like 2017-02-05T21:56:00Z") from None
-    if parsed.tzinfo is None:
-        raise ApiError(400, f"'{name}' must include a time zone offset, like Z or +00:00")
-    return parsed
+def operation(method: str, path: str, *, summary: str, ok: tuple, body: type[ApiModel] | None = None,
+              query: type[ApiModel] | None = None, params: dict[str, Any] | None = None, auth: str | None = None,
+              errors: tuple[int, ...] = (), description: str = "") -> Callable:
+    """Declare and register one API operation; the view receives `call` as a keyword argument."""
+    status, text, *model = ok
+    op = Operation(method=method, path=path, summary=summary, ok=(status, text, model[0] if model else None),
+                   body=body, query=query, params=params or {}, auth=auth,
+                   errors=tuple(sorted({*errors, *((400, 413, 415) if body else ()), *((400,) if query else ()),
+                                        *((401,) if auth == "required" else ())})),
+                   description=description)
+    _OPERATIONS.append(op)
+
+    param_types = {name: TypeAdapter(kind) for name, kind in op.params.items()}
+
+    def decorate(view: Callable) -> Callable:
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method != method:
+                response = json_error(405, f"method not allowed; this resource answers {method}")
+                response["Allow"] = method
+                return response
+            try:
+                for name, adapter in param_types.items():
+                    kwargs[name] = _validate_param(adapter, name, kwargs[name])
+                return view(request, *args, call=Call(request, op), **kwargs)
+            except ApiError as e:
+                return e.response()
+            except TRANSIENT_ERRORS:
+                return unavailable()
+
+        op.name = view.__name__
+        wrapper.operation = op
+        return csrf_exempt(wrapper)
+
+    return decorate
+
+
+def route(*views: Callable) -> Callable:
+    """One URL answering several operations (e.g. GET and POST of a job's log), 405 with Allow otherwise."""
+    by_method = {view.operation.method: view for view in views}
+    allow = ", ".join(sorted(by_method))
+
+    @csrf_exempt
+    def dispatch(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        view = by_method.get(request.method)
+        if view is None:
+            response = json_error(405, f"method not allowed; this resource answers {allow}")
+            response["Allow"] = allow
+            return response
+        return view(request, *args, **kwargs)
+
+    return dispatch
+
+
+# --- the published document ----------------------------------------------------------------------
+
+
+def _ref(model: type[BaseModel]) -> dict:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _content(model: type[BaseModel] | None) -> dict:
+    return {"content": {"application/json": {"schema": _ref(model)}}} if model else {}
+
+
+def openapi_document(*, title: str, version: str, description: str, error_model: type[BaseModel]) -> dict:
+    models: dict[str, tuple[type[BaseModel], str]] = {error_model.__name__: (error_model, "serialization")}
+    for op in _OPERATIONS:
+        if op.body:
+            models[op.body.__name__] = (op.body, "validation")
+        if op.ok[2]:
+            models.setdefault(op.ok[2].__name__, (op.ok[2], "serialization"))
+    _, defs = models_json_schema(list(models.values()), ref_template="#/components/schemas/{model}")
+    paths: dict[str, dict] = {}
+    retry_after = {"Retry-After": {"description": "Seconds to wait before resending", "schema": {"type": "integer"}}}
+    for op in sorted(_OPERATIONS, key=lambda o: (o.path, o.method)):
+        parameters = [{"name": name, "in": "path", "required": True, "schema": TypeAdapter(kind).json_schema()}
+                      for name, kind in op.params.items()]
+        if op.query:
+            schema = op.query.model_json_schema()
+            for name, prop in schema["properties"].items():
+                parameters.append({"name": name, "in": "query", "required": name in schema.get("required", []),
+                                   "schema": prop})
+        responses: dict[str, dict] = {str(op.ok[0]): {"description": op.ok[1], **_content(op.ok[2])}}
+        for status in (*op.errors, 503):
+            answer = {"description": ERROR_TEXT[status], **_content(error_model)}
+            if status in (429, 503):
+                answer["headers"] = retry_after
+            responses[str(status)] = answer
+        entry: dict[str, Any] = {"summary": op.summary, "operationId": op.name,
+                                 "responses": responses}
+        if op.description:
+            entry["description"] = op.description
+        if parameters:
+            entry["parameters"] = parameters
+        if op.body:
+            entry["requestBody"] = {"required": True, **_content(op.body)}
+        if op.auth == "required":
+            entry["security"] = [{"bearer": []}]
+        elif op.auth == "optional":
+            entry["security"] = [{}, {"bearer": []}]
+        paths.setdefault(op.path, {})[op.method.lower()] = entry
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version, "description": description},
+        "servers": [{"url": "/"}],
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+                       "schemas": defs["$defs"] if "$defs" in defs else defs},
+        "paths": paths,
+    }

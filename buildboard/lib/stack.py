@@ -72,8 +72,12 @@ class _Output:
             time.sleep(0.1)
 
 
+DATA_DIR = BASE_DIR / ".data"
+
+
 def run(args: argparse.Namespace) -> int:
-    redis = ensure_redis()
+    # The private Redis keeps its AOF here between runs: parts accepted before a stop are stored after it.
+    redis = ensure_redis(DATA_DIR / "redis")
     env = {**os.environ, "REDIS_URL": redis.url, "PYTHONUNBUFFERED": "1"}
     url = f"http://{args.host}:{args.port}"
     env.setdefault("SITE_ROOT", url)
