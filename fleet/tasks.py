@@ -58,7 +58,8 @@ def alert_notify(alert_id: int, event: str) -> None:
         alert_send_email.delay(alert_id, event)
 
 
-NOTIFY_RETRY = {"retry_backoff": True, "retry_backoff_max": 600, "max_retries": 8}
+# Countdowns stay under the broker's visibility timeout (300 s), else a waiting retry is delivered twice.
+NOTIFY_RETRY = {"retry_backoff": True, "retry_backoff_max": 240, "max_retries": 12}
 
 
 @shared_task(acks_late=True, autoretry_for=(httpx.HTTPError, DatabaseError), **NOTIFY_RETRY)
