@@ -32,10 +32,15 @@ _sync_client: redis.Redis | None = None
 _async_clients: dict[int, redis.asyncio.Redis] = {}
 
 
+def _timeouts() -> dict:
+    # While Redis is down the normal route answers from the database; it must not wait long to find out.
+    return {"socket_connect_timeout": settings.REDIS_CONNECT_TIMEOUT, "socket_timeout": settings.REDIS_CONNECT_TIMEOUT}
+
+
 def _client() -> redis.Redis:
     global _sync_client
     if _sync_client is None:
-        _sync_client = redis.Redis.from_url(settings.REDIS_URL)
+        _sync_client = redis.Redis.from_url(settings.REDIS_URL, **_timeouts())
     return _sync_client
 
 
@@ -45,17 +50,21 @@ def _async_client() -> redis.asyncio.Redis:
     loop = asyncio.get_running_loop()
     client = _async_clients.get(id(loop))
     if client is None:
-        client = _async_clients[id(loop)] = redis.asyncio.Redis.from_url(settings.REDIS_URL)
+        client = _async_clients[id(loop)] = redis.asyncio.Redis.from_url(settings.REDIS_URL, **_timeouts())
     return client
 
 
 def key_for(request: HttpRequest) -> str | None:
-    """The entry's key, or None if this request must take the normal route."""
+    """The entry's key, or None if this request must take the normal route.
+
+    The Host header is validated first (DisallowedHost: 400), as CommonMiddleware would have done: a
+    cached answer must not be a way around ALLOWED_HOSTS."""
     if request.method != "GET":
         return None
     path = request.get_full_path()
     if not ELIGIBLE.match(path):
         return None
+    request.get_host()
     if PER_USER.match(path) and settings.SESSION_COOKIE_NAME in request.COOKIES:
         return None
     return PREFIX + path

@@ -1,5 +1,7 @@
 """Atom and RSS feeds of the incident history: one entry per published incident, with its latest update."""
 
+import re
+
 from django.conf import settings
 from django.contrib.syndication.views import Feed
 from django.utils.feedgenerator import Atom1Feed
@@ -10,6 +12,12 @@ from .markdown import render_markdown
 from .models import Incident
 
 FEED_ITEMS = 50
+# XML 1.0 cannot carry these (an incident pasted from a terminal may hold an escape sequence's ESC).
+XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
+
+
+def feed_text(text: str) -> str:
+    return XML_FORBIDDEN.sub("", text)
 
 
 class HistoryRssFeed(Feed):
@@ -25,7 +33,7 @@ class HistoryRssFeed(Feed):
         return f"Incidents and their latest updates on the {settings.SITE_NAME} status page."
 
     def item_title(self, item: Incident) -> str:
-        return item.name
+        return feed_text(item.name)
 
     def items(self) -> list[Incident]:
         return list(api.public_incidents().select_related("postmortem").order_by("-updated_at", "-id")[:FEED_ITEMS])
@@ -39,7 +47,7 @@ class HistoryRssFeed(Feed):
         latest = item.updates.all()[0] if item.updates.all() else None
         if latest is not None:
             html += f"<p><strong>{escape(latest.get_status_display())}</strong></p>" + render_markdown(latest.body)
-        return html
+        return feed_text(html)
 
     def item_link(self, item: Incident) -> str:
         return item.get_absolute_url()

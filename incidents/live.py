@@ -7,6 +7,7 @@ carrying the new sequence goes to the status page's websocket group."""
 import logging
 from collections.abc import Callable
 
+import redis
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -63,8 +64,15 @@ def cached(name: str, build: Callable[[], str | bytes],
     """`build()`'s result for the current (or given) state of the page, from the cache when it has it."""
     state = state or StatusPageState.current()
     key = f"incidents:{name}:{state.key}"
-    value = cache.get(key)
+    try:
+        value = cache.get(key)
+    except redis.RedisError:  # Redis is down: the page is built from the database, as on a miss
+        log.warning("status page cache unavailable; building %s from the database", name)
+        return build(), state
     if value is None:
         value = build()
-        cache.set(key, value, settings.STATUS_PAGE_CACHE_SECONDS)
+        try:
+            cache.set(key, value, settings.STATUS_PAGE_CACHE_SECONDS)
+        except redis.RedisError:
+            log.warning("could not cache %s", name)
     return value, state

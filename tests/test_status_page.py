@@ -238,3 +238,41 @@ def test_pages_still_answer_when_the_front_door_redis_is_down(client, alice, lin
     open_incident(alice, linux)  # saving still works: the entries expire on their own
     assert "Partial System Outage" in client.get("/status/").content.decode()
     assert client.get("/api/v2/status.json").json()["status"]["indicator"] == "major"
+
+
+def test_page_and_json_answer_from_the_database_when_all_of_redis_is_down(client, alice, linux, monkeypatch,
+                                                                          settings):
+    import redis
+
+    open_incident(alice, linux)
+    dead = "redis://127.0.0.1:9/0"
+    monkeypatch.setattr(fastpath, "_sync_client", redis.Redis.from_url(dead, socket_connect_timeout=0.2))
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": dead,
+                                   "OPTIONS": {"socket_connect_timeout": 0.2}}}
+    page = client.get("/status/")
+    assert page.status_code == 200 and "Partial system outage" in page.content.decode()
+    summary = client.get("/api/v2/summary.json")
+    assert summary.status_code == 200 and summary.json()["status"]["indicator"] == "major"
+    assert client.get("/status/?fragment=1").status_code == 200
+
+
+def test_the_front_door_validates_the_host_first(client, linux, settings):
+    settings.ALLOWED_HOSTS = ["status.example.com"]
+    assert client.get("/status/", HTTP_HOST="status.example.com").status_code == 200
+    assert client.get("/api/v2/summary.json", HTTP_HOST="status.example.com").status_code == 200
+    # Now cached: the front door would answer, but not to a host the site does not serve.
+    assert client.get("/status/", HTTP_HOST="evil.example").status_code == 400
+    assert client.get("/api/v2/summary.json", HTTP_HOST="evil.example").status_code == 400
+
+
+def test_feeds_strip_control_characters_that_xml_cannot_carry(client, alice, linux):
+    incident = open_incident(alice, linux, name="Disk \x1b[31mfull\x1b[0m\x07 on builders")
+    services.incident_update_post(incident=incident, status="identified", message="Found \x1b it.\x0c Fixing.",
+                                  component_statuses={}, notify=False, created_by=alice)
+    for url in ("/status/history.atom", "/status/history.rss"):
+        response = client.get(url)
+        assert response.status_code == 200, url
+        feed = feedparser.parse(response.content)
+        assert not feed.bozo, feed.bozo_exception
+        assert feed.entries[0].title == "Disk [31mfull[0m on builders"
+        assert "Found  it. Fixing." in feed.entries[0].summary
