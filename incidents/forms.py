@@ -217,3 +217,9 @@ class UrlSubscribeForm(_IncidentChoice):
         except ssrf.UnsafeURL as e:
             self.add_error("url", str(e))
         return data
+
+
+class SubscriptionComponentsForm(forms.Form):
+    components = forms.ModelMultipleChoiceField(Component.objects.all(), required=False,
+                                                widget=forms.CheckboxSelectMultiple,
+                                                help_text="None selected means every component.")

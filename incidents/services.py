@@ -253,7 +253,9 @@ def subscriber_subscribe_email(*, email: str, components: list[Component], incid
                                ) -> Subscriber:
     """A pending email subscription (to the page, or to one incident) and its confirmation mail
     (double opt-in). Subscribing again with a pending or lapsed address starts over rather than
-    failing, and says nothing about whether the address was known."""
+    failing, and says nothing about whether the address was known. A confirmed subscription is not
+    changed from this anonymous form: its owner gets a mail with a signed link to change it
+    (subscriber_update_components)."""
     from . import tasks
 
     subscriber = Subscriber.objects.filter(kind=SubscriberKind.EMAIL, email__iexact=email, incident=incident).first()
@@ -262,15 +264,23 @@ def subscriber_subscribe_email(*, email: str, components: list[Component], incid
     elif subscriber.unsubscribed_at is not None:
         subscriber.unsubscribed_at = subscriber.confirmed_at = None
         subscriber.save()
-    subscriber.components.set(components)
-    # One confirmation mail per address per CONFIRMATION_RESEND: the form must not be a way to
-    # flood someone else's mailbox.
+    confirmed = subscriber.confirmed_at is not None
+    if not confirmed:
+        subscriber.components.set(components)
+    # One mail per address per CONFIRMATION_RESEND: the form must not be a way to flood someone
+    # else's mailbox.
     recent = subscriber.confirmation_sent_at and timezone.now() - subscriber.confirmation_sent_at < CONFIRMATION_RESEND
-    if subscriber.confirmed_at is None and not recent:
+    if not recent:
         subscriber.confirmation_sent_at = timezone.now()
         subscriber.save(update_fields=["confirmation_sent_at"])
-        transaction.on_commit(lambda: tasks.send_confirmation.delay(subscriber.pk))
+        task = tasks.send_manage_link if confirmed else tasks.send_confirmation
+        transaction.on_commit(lambda: task.delay(subscriber.pk))
     return subscriber
+
+
+def subscriber_update_components(*, subscriber: Subscriber, components: list[Component]) -> None:
+    """What the subscriber chose through their own signed link; none means every component."""
+    subscriber.components.set(components)
 
 
 def subscriber_confirm(*, subscriber: Subscriber) -> bool:

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 CONFIRM_SALT = "incidents.subscriber.confirm"
 UNSUBSCRIBE_SALT = "incidents.subscriber.unsubscribe"
+MANAGE_SALT = "incidents.subscriber.manage"
 CONFIRM_MAX_AGE = 7 * 24 * 3600
 SIGNATURE_HEADER = "X-Buildboard-Signature"
 
@@ -34,6 +35,10 @@ class WebhookFailed(Exception):
 
 def confirm_token(subscriber: Subscriber) -> str:
     return signing.dumps(subscriber.code, salt=CONFIRM_SALT)
+
+
+def manage_token(subscriber: Subscriber) -> str:
+    return signing.dumps(subscriber.code, salt=MANAGE_SALT)
 
 
 def unsubscribe_token(subscriber: Subscriber) -> str:
@@ -67,6 +72,22 @@ def send_confirmation(subscriber_id: int) -> None:
             f"Confirm your subscription:\n{link}\n\n"
             "If you did not ask for this, ignore this message and nothing will be sent.\n")
     EmailMessage(f"[{settings.SITE_NAME} status] Confirm your subscription", body,
+                 settings.DEFAULT_FROM_EMAIL, [subscriber.email]).send()
+
+
+@shared_task(acks_late=True, autoretry_for=(DatabaseError,), retry_backoff=True, max_retries=5)
+def send_manage_link(subscriber_id: int) -> None:
+    """Someone asked to subscribe an address that is already subscribed: its owner, and only its owner,
+    gets a link to change which components it follows."""
+    subscriber = Subscriber.objects.active().filter(pk=subscriber_id, kind=SubscriberKind.EMAIL).first()
+    if subscriber is None:
+        return
+    link = settings.SITE_ROOT + reverse("incidents-manage-subscription", args=[manage_token(subscriber)])
+    body = (f"Someone (hopefully you) asked to subscribe this address to {settings.SITE_NAME} status notifications. "
+            "It is already subscribed.\n\n"
+            f"To change which components you hear about, follow this link:\n{link}\n\n"
+            "If you did not ask for this, ignore this message: nothing changes.\n")
+    EmailMessage(f"[{settings.SITE_NAME} status] Your subscription", body,
                  settings.DEFAULT_FROM_EMAIL, [subscriber.email]).send()
 
 

@@ -13,6 +13,7 @@ urlpatterns = [
     path("subscribe/", views.subscribe, name="incidents-subscribe"),
     path("subscribe/webhook/", views.subscribe_url, name="incidents-subscribe-url"),
     path("subscribe/confirm/<str:token>/", views.confirm, name="incidents-confirm"),
+    path("subscribe/manage/<str:token>/", views.manage_subscription, name="incidents-manage-subscription"),
     path("unsubscribe/<str:token>/", views.unsubscribe, name="incidents-unsubscribe"),
     path("manage/", staff.dashboard, name="incidents-manage"),
     path("manage/incidents/new/", staff.incident_new, name="incidents-manage-incident-new"),

@@ -6,6 +6,7 @@ signed-in ones a fresh frame around the cached body (the navigation differs per 
 
 from datetime import UTC, date, datetime, timedelta
 
+from django.conf import settings
 from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -13,9 +14,10 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
+from django_ratelimit.core import is_ratelimited
 
 from . import api, fastpath, live, services, tasks
-from .forms import SubscribeForm, UrlSubscribeForm
+from .forms import SubscribeForm, SubscriptionComponentsForm, UrlSubscribeForm
 from .models import (
     RESOLVED_STATES,
     Component,
@@ -168,12 +170,27 @@ def history(request: HttpRequest) -> HttpResponse:
     return render(request, "incidents/history.html", ctx)
 
 
-def _subscribe_page(request: HttpRequest, email_form: SubscribeForm, url_form: UrlSubscribeForm) -> HttpResponse:
+def _subscribe_page(request: HttpRequest, email_form: SubscribeForm, url_form: UrlSubscribeForm,
+                    status: int | None = None) -> HttpResponse:
     code = request.GET.get("incident") or request.POST.get("incident") or ""
     incident = Incident.objects.public().filter(code=code).first() if code else None
     ctx = {"form": email_form, "url_form": url_form, "incident": incident}
     return render(request, "incidents/subscribe.html", ctx,
-                  status=400 if email_form.errors or url_form.errors else 200)
+                  status=status or (400 if email_form.errors or url_form.errors else 200))
+
+
+def _subscribe_rate(group: str, request: HttpRequest) -> str:
+    return settings.SUBSCRIBE_RATE
+
+
+def _too_many_subscriptions(request: HttpRequest) -> bool:
+    """Per client address, over the email and the webhook form together: each POST may send a mail or a
+    request to somebody, so the forms must not be a way to flood them."""
+    return is_ratelimited(request, group="incidents-subscribe", key="ip", rate=_subscribe_rate, method="POST",
+                          increment=True)
+
+
+TOO_MANY = "Too many subscription requests from your address; please try again later."
 
 
 @require_http_methods(["GET", "POST"])
@@ -181,6 +198,9 @@ def subscribe(request: HttpRequest) -> HttpResponse:
     """Email subscriptions, to the page or (with ?incident=<code>) to one incident."""
     initial = {"incident": request.GET.get("incident", "")}
     form = SubscribeForm(request.POST or None, initial=initial)
+    if request.method == "POST" and _too_many_subscriptions(request):
+        form.add_error(None, TOO_MANY)
+        return _subscribe_page(request, form, UrlSubscribeForm(initial=initial, auto_id="id_hook_%s"), status=429)
     if request.method == "POST" and form.is_valid():
         d = form.cleaned_data
         services.subscriber_subscribe_email(email=d["email"], components=list(d["components"]),
@@ -193,6 +213,10 @@ def subscribe(request: HttpRequest) -> HttpResponse:
 def subscribe_url(request: HttpRequest) -> HttpResponse:
     """Webhook and Slack subscriptions anyone may ask for: double opt-in through the endpoint itself."""
     form = UrlSubscribeForm(request.POST, auto_id="id_hook_%s")
+    if _too_many_subscriptions(request):
+        form.add_error(None, TOO_MANY)
+        return _subscribe_page(request, SubscribeForm(initial={"incident": request.POST.get("incident", "")}), form,
+                               status=429)
     if form.is_valid():
         d = form.cleaned_data
         services.subscriber_subscribe_url(kind=d["kind"], url=d["url"], components=list(d["components"]),
@@ -214,6 +238,22 @@ def confirm(request: HttpRequest, token: str) -> HttpResponse:
         show_secret = newly and subscriber.kind == SubscriberKind.WEBHOOK
         return render(request, "incidents/confirmed.html", {"subscriber": subscriber, "show_secret": show_secret})
     return render(request, "incidents/confirm.html", {"subscriber": subscriber})
+
+
+@require_http_methods(["GET", "POST"])
+def manage_subscription(request: HttpRequest, token: str) -> HttpResponse:
+    """The subscriber's own signed link (mailed to them) is the only way to change a confirmed subscription."""
+    subscriber = tasks.subscriber_from_token(token, salt=tasks.MANAGE_SALT, max_age=tasks.CONFIRM_MAX_AGE)
+    if subscriber is None or subscriber.confirmed_at is None or subscriber.unsubscribed_at is not None:
+        return render(request, "incidents/token_invalid.html", status=400)
+    form = SubscriptionComponentsForm(request.POST or None, initial={"components": subscriber.components.all()})
+    saved = False
+    if request.method == "POST" and form.is_valid():
+        services.subscriber_update_components(subscriber=subscriber, components=list(form.cleaned_data["components"]))
+        saved = True
+    ctx = {"form": form, "subscriber": subscriber, "saved": saved,
+           "unsubscribe_token": tasks.unsubscribe_token(subscriber)}
+    return render(request, "incidents/manage_subscription.html", ctx, status=400 if form.errors else 200)
 
 
 @csrf_exempt  # the signed token authorizes it, and mail clients' one-click unsubscribe POSTs without a CSRF token

@@ -3,13 +3,17 @@ are retried with backoff against a real local HTTP server."""
 
 import hashlib
 import hmac
+import itertools
 import json
 import re
+import secrets
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import time_machine
 from django.conf import settings
+from django.utils import timezone
 
 from buildboard import celery_app
 from incidents import services, tasks
@@ -40,8 +44,14 @@ def link_in(mail, path_prefix: str) -> str:
     return match.group(1)
 
 
-def subscribe(client, email, components=()):
-    return client.post("/status/subscribe/", {"email": email, "components": [c.pk for c in components]})
+def subscribe(client, email, components=(), address=None):
+    """From an address of its own unless given: the form is rate-limited per client address."""
+    address = address or f"198.51.100.{next(_addresses)}"
+    return client.post("/status/subscribe/", {"email": email, "components": [c.pk for c in components]},
+                       REMOTE_ADDR=address)
+
+
+_addresses = itertools.cycle(range(1, 255))
 
 
 def open_incident(alice, component, notify=True):
@@ -113,6 +123,43 @@ def test_subscribing_again_soon_sends_no_second_confirmation(client, db, mailout
         with django_capture_on_commit_callbacks(execute=True):
             assert subscribe(client, "grace@example.com").status_code == 200
     assert len(mailoutbox) == 1 and Subscriber.objects.count() == 1
+
+
+def test_the_form_is_rate_limited_per_client_address(client, db, mailoutbox, settings,
+                                                     django_capture_on_commit_callbacks):
+    settings.SUBSCRIBE_RATE = "3/h"
+    address = f"203.0.113.{secrets.randbelow(250) + 1}"
+    # The limit counts in fixed windows: keep all five requests inside one, at any hour the suite runs.
+    with time_machine.travel(timezone.now().replace(minute=30), tick=False), \
+            django_capture_on_commit_callbacks(execute=True):
+        answers = [subscribe(client, f"victim{i}@example.com", address=address).status_code for i in range(5)]
+        other = subscribe(client, "someone@example.com", address="192.0.2.1").status_code
+    assert answers == [200, 200, 200, 429, 429] and other == 200
+    assert len(mailoutbox) == 4
+    assert "Too many subscription requests" in subscribe(client, "x@example.com", address=address).content.decode()
+
+
+def test_an_anonymous_post_cannot_change_a_confirmed_subscription(client, linux, mac, mailoutbox,
+                                                                   django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        subscribe(client, "heidi@example.com", components=[linux])
+    assert client.post(link_in(mailoutbox[0], "/status/subscribe/confirm/")).status_code == 200
+    Subscriber.objects.update(confirmation_sent_at=None)  # as if the resend window had passed
+    with django_capture_on_commit_callbacks(execute=True):
+        response = subscribe(client, "heidi@example.com", components=[mac])
+    assert response.status_code == 200  # the same answer as for any address: nothing is revealed
+    subscriber = Subscriber.objects.get()
+    assert list(subscriber.components.all()) == [linux] and subscriber.confirmed_at is not None
+    # Only its owner, through the link mailed to the address, changes it.
+    manage = mailoutbox[-1]
+    assert len(mailoutbox) == 2 and manage.to == ["heidi@example.com"] and "already subscribed" in manage.body
+    path = link_in(manage, "/status/subscribe/manage/")
+    assert "heidi@example.com" in client.get(path).content.decode()
+    assert client.post(path, {"components": [mac.pk]}).status_code == 200
+    assert list(subscriber.components.all()) == [mac]
+    assert client.post(path[:-3] + "xyz/", {"components": [linux.pk]}).status_code == 400
+    assert client.post(f"/status/subscribe/manage/{tasks.confirm_token(subscriber)}/").status_code == 400
+    assert list(subscriber.components.all()) == [mac]
 
 
 def test_bad_email_is_a_form_error(client, db, mailoutbox):
