@@ -209,6 +209,8 @@ def _message(error: dict) -> str:
         text = f"must list at most {n} item{'s' * (n != 1)}"
     elif kind == "literal_error":
         text = f"must be one of {ctx['expected'].replace(chr(39), '').replace(' or ', ', ')}"
+    elif kind == "string_unicode":  # pydantic's own refusal of a lone surrogate
+        text = f"must not contain {poison(error.get('input', '')) or 'a lone surrogate'}"
     elif kind == "value_error":
         text = str(ctx.get("error", error["msg"]))
     else:
@@ -220,7 +222,7 @@ def validate(model: type[ApiModel], data: Any) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        errors = e.errors(include_url=False, include_input=False)
+        errors = e.errors(include_url=False)
         details = [{"field": _label(tuple(err["loc"])), "message": _message(err)} for err in errors]
         raise ApiError(400, details[0]["message"], errors=details) from None
     except RecursionError:
