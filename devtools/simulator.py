@@ -2,7 +2,10 @@
 
 The workers also send heartbeats and follow what staff set on the fleet page: a desired version is rolled
 out one instance at a time, a drain is honoured. With `problem_every` set, the fleet now and then shows
-one of the failures the alerts are there to catch (see PROBLEMS), then recovers on its own."""
+one of the failures the alerts are there to catch (see PROBLEMS), then recovers on its own.
+
+Like a real worker it resends: after a 429 or 503 (waiting Retry-After), after a dropped connection,
+and any log part that `persisted_through` has not reached after a while (see worker_client.py)."""
 
 import itertools
 import queue
@@ -16,6 +19,7 @@ from datetime import UTC, datetime
 import httpx
 
 from .fleet_sim import IMAGE_PULL_ERROR
+from .worker_client import ApiClient, LogStream, Refused, Superseded
 
 REPOSITORIES = {
     "acme/rocket": ["python: 3.10", "python: 3.11", "python: 3.12"],
@@ -132,18 +136,20 @@ class Fleet:
         self.problem_every = problem_every  # seconds between demo problems; 0: none
         self.missing_images: set[str] = set()
         self.lock = threading.Lock()
-        self.headers = {"Authorization": f"Bearer {token}"}  # the workers' token: reports and heartbeats
+        self.token = token  # the workers' token: reports and heartbeats
         # Builds come from a build token where the installation has one (a worker token cannot create them).
-        self.build_headers = {"Authorization": f"Bearer {build_token or token}"}
+        self.build_token = build_token or token
         self.rng = random.Random(seed)
         self.workers = [SimulatedWorker(f"demo-worker-{i}", "v2.5.0", "builds.linux") for i in range(workers)]
         self.jobs: queue.Queue = queue.Queue()
         self.stopping = threading.Event()
 
-    def post(self, client: httpx.Client, path: str, body: dict, headers: dict | None = None) -> dict:
-        response = client.post(self.url + path, json=body, headers=headers or self.headers, timeout=10)
-        response.raise_for_status()
-        return response.json()
+    def api(self, client: httpx.Client, token: str | None = None) -> ApiClient:
+        return ApiClient(self.url, token or self.token, client)
+
+    def post(self, client: httpx.Client, path: str, body: dict, token: str | None = None) -> dict:
+        """POST until the answer is not 'try again' (429, 503, a dropped connection)."""
+        return self.api(client, token).post(path, body)
 
     def create_build(self, client: httpx.Client) -> None:
         repo = self.rng.choice(list(REPOSITORIES))
@@ -157,7 +163,7 @@ class Fleet:
             "event": self.rng.choice(["push", "push", "pull_request"]),
             "jobs": [{"config": {"env": c}, "queue": "builds.linux", "allow_failure": c.endswith("tip")}
                      for c in matrix],
-        }, headers=self.build_headers)
+        }, token=self.build_token)
         for job, config in zip(build["jobs"], matrix, strict=False):
             self.jobs.put((job["id"], config))
 
@@ -201,9 +207,10 @@ class Fleet:
         self.post(client, f"/api/v1/jobs/{job_id}/state", {"state": "started", **who})
         started = time.monotonic()
         plan = plan_log(config, outcome, self.rng, lines=lines, seconds=seconds)
+        log = LogStream(self.api(client), job_id)
         # Parts are sent when their planned time comes: a second's worth of lines each for a long job,
         # five lines each for a short one.
-        number, chunk, due = 0, [], 0.0
+        chunk, due = [], 0.0
         for i, (offset, line) in enumerate(plan):
             last = i == len(plan) - 1
             chunk.append(line)
@@ -215,14 +222,13 @@ class Fleet:
             wait = started + offset - time.monotonic()
             if wait > 0 and self.stopping.wait(wait):
                 return
-            ack = self.post(client, f"/api/v1/jobs/{job_id}/log", {"parts": [
-                {"number": number, "content": "".join(chunk), "final": last}]})
-            number, chunk, due = number + 1, [], offset
-            if ack.get("cancel"):
+            log.send("".join(chunk), final=last)
+            chunk, due = [], offset
+            if log.cancel:
                 outcome = "canceled"
-                self.post(client, f"/api/v1/jobs/{job_id}/log", {"parts": [
-                    {"number": number, "content": f"\n{YELLOW}Cancelled by request.{RESET}\n", "final": True}]})
+                log.send(f"\n{YELLOW}Cancelled by request.{RESET}\n", final=True)
                 break
+        log.finish()  # every part stored before the job is reported finished
         code = {"passed": 0, "failed": 1, "errored": 2, "canceled": 143}[outcome]
         if worker.mislabels and outcome == "passed" and self.rng.random() < 0.5:
             outcome = "failed"  # the script exited 0; this worker version reports a failure anyway
@@ -240,7 +246,9 @@ class Fleet:
                     continue
                 try:
                     self.run_job(client, worker, job_id, config)
-                except httpx.HTTPError as e:
+                except Superseded:
+                    pass  # restarted by staff: this attempt is over
+                except (httpx.HTTPError, Refused, TimeoutError) as e:
                     print(f"{worker.name}: {e}")
                 finally:
                     self.jobs.task_done()
@@ -316,7 +324,7 @@ class Fleet:
                 for worker in self.workers:
                     try:
                         self.heartbeat(client, worker)
-                    except httpx.HTTPError as e:
+                    except (httpx.HTTPError, Refused, TimeoutError) as e:
                         print(f"{worker.name}: heartbeat failed: {e}")
                 self.stopping.wait(self.heartbeat_interval)
 
@@ -333,7 +341,7 @@ class Fleet:
                     try:
                         self.create_build(client)
                         made += 1
-                    except httpx.HTTPError as e:
+                    except (httpx.HTTPError, Refused, TimeoutError) as e:
                         print(f"fleet: could not create a build: {e}")
                     self.stopping.wait(self.rng.expovariate(self.rate / 60.0) if self.rate > 0 else 1)
                 if builds is not None:

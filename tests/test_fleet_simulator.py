@@ -16,9 +16,14 @@ def http(client):
     """The demo fleet speaks httpx; here its requests go through Django's test client, on the test database."""
 
     def handle(request: httpx.Request) -> httpx.Response:
-        response = client.post(request.url.path, request.content, content_type="application/json",
-                               headers={"Authorization": request.headers["Authorization"]})
-        return httpx.Response(response.status_code, content=response.content, request=request)
+        headers = {"Authorization": request.headers["Authorization"]}
+        if request.method == "GET":
+            response = client.get(request.url.path, headers=headers)
+        else:
+            response = client.post(request.url.path, request.content, content_type="application/json",
+                                   headers=headers)
+        return httpx.Response(response.status_code, content=response.content, request=request,
+                              headers={"Content-Type": response["Content-Type"]})
 
     with httpx.Client(transport=httpx.MockTransport(handle)) as c:
         yield c
