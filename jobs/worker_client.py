@@ -80,14 +80,16 @@ class LogStream:
 
     Each part is kept until `persisted_through` covers it. Parts of the request just sent may not be
     counted yet, so a part is resent only when persisted_through has not reached it for resend_after
-    seconds; finish() waits, resending so, until the whole log is stored."""
+    seconds, and then at doubling intervals (a stalled server is not flooded); finish() waits, resending
+    so, until the whole log is stored."""
 
     api: ApiClient
     job_id: int
     resend_after: float = 5.0
     next_number: int = 0
     persisted_through: int = -1
-    unconfirmed: dict[int, tuple[dict, float]] = field(default_factory=dict)  # number -> (part, last sent)
+    unconfirmed: dict[int, tuple[dict, float]] = field(default_factory=dict)  # number -> (part, next resend)
+    sends: dict[int, int] = field(default_factory=dict)  # number -> times sent
     accepted: set[int] = field(default_factory=set)  # parts answered 202 at least once
     resent: int = 0
     cancel: bool = False
@@ -104,13 +106,15 @@ class LogStream:
         if self.stopped:
             return
         self.unconfirmed[part["number"]] = (part, 0.0)
+        self._post(self._due())
+
+    def _due(self) -> list[dict]:
         now = time.monotonic()
-        due = [p for p, sent in self.unconfirmed.values() if p is part or now - sent >= self.resend_after]
-        self._post(due)
+        return sorted((p for p, due in self.unconfirmed.values() if due <= now), key=lambda p: p["number"])
 
     def _post(self, parts: list[dict]) -> None:
         now = time.monotonic()
-        self.resent += sum(1 for p in parts if self.unconfirmed[p["number"]][1])
+        self.resent += sum(1 for p in parts if self.sends.get(p["number"]))
         try:
             response = self.api.request("POST", self.path, {"parts": parts})
         except TimeoutError:
@@ -127,13 +131,15 @@ class LogStream:
         self.cancel = self.cancel or body.get("cancel", False)
         self.accepted.update(p["number"] for p in parts)
         for p in parts:
-            self.unconfirmed[p["number"]] = (p, now)
+            sends = self.sends[p["number"]] = self.sends.get(p["number"], 0) + 1
+            self.unconfirmed[p["number"]] = (p, now + min(self.resend_after * 2 ** (sends - 1), 60.0))
         self._confirmed(body["persisted_through"])
 
     def _confirmed(self, through: int) -> None:
         self.persisted_through = max(self.persisted_through, through)
         for number in [n for n in self.unconfirmed if n <= self.persisted_through]:
             del self.unconfirmed[number]
+            self.sends.pop(number, None)
 
     def finish(self, timeout: float = 120.0, poll: float = 0.5) -> bool:
         """Wait until every part sent is stored, resending what persisted_through has not reached for
@@ -145,10 +151,9 @@ class LogStream:
                 self._confirmed(job["log"]["persisted_through"])
             except (Refused, TimeoutError):
                 pass
-            now = time.monotonic()
-            due = [p for p, sent in self.unconfirmed.values() if now - sent >= self.resend_after]
+            due = self._due()
             if due:
-                self._post(sorted(due, key=lambda p: p["number"]))
+                self._post(due)
             if self.unconfirmed:
                 time.sleep(poll)
         return not self.unconfirmed
