@@ -110,11 +110,16 @@ def _attempt(attempt: int | None, job: Job) -> int:
 
 @operation("POST", "/api/v1/builds", summary="Create a build with its jobs", body=BuildIn, auth="required",
            ok=(201, "Created: the build and its jobs' ids", BuildOut), errors=(403, 409),
+           links={name: {"job_id": "$response.body#/jobs/0/id"} for name in (
+               "job_detail", "job_state", "job_log_append", "job_log", "job_cancel", "job_restart")},
            description="Build numbers count up per repository unless `number` is given.")
 def builds_create(request: HttpRequest, call: Call) -> HttpResponse:
     token = require_token(request)
     data = call.body()
     _require_build_scope(token, data.repository)
+    numbers = [spec.number for spec in data.jobs if spec.number]
+    if len(numbers) != len(set(numbers)):
+        raise ApiError(409, "job numbers must be unique within a build")
     try:
         build = create_build(repository=data.repository, branch=data.branch, commit=data.commit,
                              message=data.message, author=data.author, event=data.event, number=data.number,

@@ -8,7 +8,7 @@ encoding bug in the client, and is refused there too."""
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from buildboard.lib.errors import poison
 from buildboard.lib.jsonapi import ApiModel, Integer, JsonObject, Name, Text, Timestamp
@@ -64,14 +64,8 @@ class BuildIn(ApiModel):
     author: Text(255) = ""
     event: Text(32) = "push"
     number: Integer(1, INT32) | None = None
-    jobs: Annotated[list[JobSpec], Field(min_length=1, max_length=MAX_JOBS_PER_BUILD)]
-
-    @model_validator(mode="after")
-    def _unique_job_numbers(self) -> "BuildIn":
-        numbers = [j.number for j in self.jobs if j.number]
-        if len(numbers) != len(set(numbers)):
-            raise ValueError("job numbers must be unique within a build")
-        return self
+    jobs: Annotated[list[JobSpec], Field(min_length=1, max_length=MAX_JOBS_PER_BUILD,
+                                         description="Job numbers must be unique within the build (else 409)")]
 
 
 STATES = ("received", "started", "passed", "failed", "errored", "canceled", "cancelled")

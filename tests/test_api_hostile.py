@@ -226,3 +226,9 @@ def test_a_full_backlog_is_a_429_with_retry_after(client, auth, job, settings):
     assert response.status_code == 429 and response["Retry-After"] == "3"
     assert response.json()["persisted_through"] == -1
     assert ingest.pending(job.pk) == 1
+
+
+def test_duplicate_job_numbers_are_a_409_as_no_schema_can_refuse_them(client, auth):
+    response = post(client, "/api/v1/builds", {**BUILD, "jobs": [{"number": "1"}, {"number": "1"}]}, auth)
+    assert response.status_code == 409 and "unique" in response.json()["error"]
+    assert not Build.objects.exists()

@@ -25,7 +25,16 @@ from django.core.exceptions import RequestDataTooBig
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+)
 from pydantic.json_schema import models_json_schema
 
 from .errors import TRANSIENT_ERRORS, json_error, poison, unavailable
@@ -81,34 +90,41 @@ def _integral(value: Any) -> Any:
     return value
 
 
+# Published patterns, and the very ones validation searches with (JSON Schema's semantics: re.search).
+NO_NUL = r"^[^\u0000]*$"
+NON_BLANK = r"^[^\u0000]*[^\u0000\s][^\u0000]*$"
+
+
 def Text(max_length: int, *, min_length: int = 0, non_blank: bool = False, description: str | None = None) -> Any:
-    """A string of at most max_length characters without NUL or lone surrogates."""
-    extra = {"pattern": r"\S"} if non_blank else None  # JSON Schema patterns search: "has a non-space"
+    """A string of at most max_length characters without NUL or lone surrogates (and not only spaces)."""
+    pattern = NON_BLANK if non_blank else NO_NUL
+    compiled = re.compile(pattern)
 
     def check(value: str) -> str:
         _refuse_poison(value)
-        if non_blank and not value.strip():
+        if not compiled.search(value):
             raise ValueError("must not be blank")
         return value
 
     return Annotated[str, Field(min_length=min_length, max_length=max_length, description=description,
-                                json_schema_extra=extra), AfterValidator(check)]
+                                json_schema_extra={"pattern": pattern}), AfterValidator(check)]
 
 
 def Name(regex: str, max_length: int, *, what: str, description: str | None = None,
          not_pattern: str | None = None, not_what: str = "a reserved name") -> Any:
-    """A name matched whole against `regex` (re.fullmatch: no trailing newline slips through a `$`), and,
-    with `not_pattern`, refused where that pattern is found (reserved names)."""
-    compiled = re.compile(regex)
+    """A name matched whole against `regex`, and, with `not_pattern`, refused where that pattern is found
+    (reserved names). Published anchored, with a look-ahead so that `$` cannot match before a final
+    newline: searching with the published pattern is re.fullmatch with `regex`."""
+    pattern = f"^(?:{regex})(?!\\n)$"
+    compiled = re.compile(pattern)
     refused = re.compile(not_pattern) if not_pattern else None
-    # Published anchored, with a look-ahead so that `$` cannot match before a final newline either.
-    schema: dict[str, Any] = {"pattern": f"^(?:{regex})(?!\\n)$"}
+    schema: dict[str, Any] = {"pattern": pattern}
     if not_pattern:
         schema["not"] = {"pattern": not_pattern}
 
     def check(value: str) -> str:
         _refuse_poison(value)
-        if not compiled.fullmatch(value):
+        if not compiled.search(value):
             raise ValueError(f"must be {what}")
         if refused and refused.search(value):
             raise ValueError(f"is {not_what}")
@@ -159,7 +175,17 @@ def _json_value(value: Any, depth: int = 0) -> Any:
 
 
 # Any JSON object whose strings (keys included) hold no NUL or lone surrogate: PostgreSQL's jsonb refuses them.
-JsonObject = Annotated[dict[str, Any], AfterValidator(_json_value)]
+# (Published as a reference to the recursive schemas below, put in place by openapi_document().)
+JsonObject = Annotated[dict[str, Any], AfterValidator(_json_value), WithJsonSchema({"x-json-object": True})]
+JSON_SCHEMAS = {
+    "JsonObject": {"type": "object", "propertyNames": {"pattern": NO_NUL},
+                   "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},
+                   "description": f"Any JSON object, nested at most {MAX_JSON_DEPTH} levels, whose strings and "
+                                  "keys hold no NUL."},
+    "JsonValue": {"anyOf": [{"type": "string", "pattern": NO_NUL}, {"type": "number"}, {"type": "boolean"},
+                            {"type": "null"}, {"type": "array", "items": {"$ref": "#/components/schemas/JsonValue"}},
+                            {"$ref": "#/components/schemas/JsonObject"}]},
+}
 
 
 # --- parsing --------------------------------------------------------------------------------------
@@ -275,7 +301,8 @@ ERROR_TEXT = {
     401: "Missing, malformed or revoked token",
     403: "The token is valid but may not do this (its kind, queues or repositories do not allow it)",
     404: "No such job (or not visible to the caller)",
-    409: "Conflict: a superseded attempt, a duplicate number, or a transition that cannot happen",
+    409: "Conflict: a superseded attempt, a duplicate number, a transition that cannot happen, or values that "
+         "contradict each other (a schema cannot say so)",
     413: "A part over LOG_PART_MAX_BYTES, a log over LOG_MAX_BYTES, or a body over the size limit",
     415: "The body is not application/json",
     429: "Too many parts are waiting to be stored for this job; wait Retry-After seconds, then resend",
@@ -296,6 +323,7 @@ class Operation:
     errors: tuple[int, ...] = ()
     description: str = ""
     name: str = ""
+    links: dict[str, dict[str, str]] = field(default_factory=dict)  # operationId -> {parameter: expression}
 
 
 _OPERATIONS: list[Operation] = []
@@ -322,14 +350,14 @@ class Call:
 
 def operation(method: str, path: str, *, summary: str, ok: tuple, body: type[ApiModel] | None = None,
               query: type[ApiModel] | None = None, params: dict[str, Any] | None = None, auth: str | None = None,
-              errors: tuple[int, ...] = (), description: str = "") -> Callable:
+              errors: tuple[int, ...] = (), description: str = "", links: dict | None = None) -> Callable:
     """Declare and register one API operation; the view receives `call` as a keyword argument."""
     status, text, *model = ok
+    implied = {*((400, 413, 415) if body else ()), *((400,) if query or params else ()),
+               *((401,) if auth == "required" else ())}
     op = Operation(method=method, path=path, summary=summary, ok=(status, text, model[0] if model else None),
-                   body=body, query=query, params=params or {}, auth=auth,
-                   errors=tuple(sorted({*errors, *((400, 413, 415) if body else ()), *((400,) if query else ()),
-                                        *((401,) if auth == "required" else ())})),
-                   description=description)
+                   body=body, query=query, params=params or {}, auth=auth, errors=tuple(sorted({*errors, *implied})),
+                   description=description, links=links or {})
     _OPERATIONS.append(op)
 
     param_types = {name: TypeAdapter(kind) for name, kind in op.params.items()}
@@ -385,6 +413,17 @@ def _content(model: type[BaseModel] | None) -> dict:
     return {"content": {"application/json": {"schema": _ref(model)}}} if model else {}
 
 
+def _link_json_objects(node: Any) -> Any:
+    if isinstance(node, dict):
+        if node.get("x-json-object"):
+            return {"$ref": "#/components/schemas/JsonObject",
+                    **{k: v for k, v in node.items() if k not in ("x-json-object", "type")}}
+        return {k: _link_json_objects(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_link_json_objects(v) for v in node]
+    return node
+
+
 def openapi_document(*, title: str, version: str, description: str, error_model: type[BaseModel]) -> dict:
     models: dict[str, tuple[type[BaseModel], str]] = {error_model.__name__: (error_model, "serialization")}
     for op in _OPERATIONS:
@@ -404,6 +443,9 @@ def openapi_document(*, title: str, version: str, description: str, error_model:
                 parameters.append({"name": name, "in": "query", "required": name in schema.get("required", []),
                                    "schema": prop})
         responses: dict[str, dict] = {str(op.ok[0]): {"description": op.ok[1], **_content(op.ok[2])}}
+        if op.links:  # what a client (or a stateful fuzzer) can do next with what this answer returns
+            responses[str(op.ok[0])]["links"] = {target: {"operationId": target, "parameters": parameters}
+                                                 for target, parameters in op.links.items()}
         for status in (*op.errors, 503):
             answer = {"description": ERROR_TEXT[status], **_content(error_model)}
             if status in (429, 503):
@@ -427,6 +469,6 @@ def openapi_document(*, title: str, version: str, description: str, error_model:
         "info": {"title": title, "version": version, "description": description},
         "servers": [{"url": "/"}],
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-                       "schemas": defs["$defs"] if "$defs" in defs else defs},
+                       "schemas": {**JSON_SCHEMAS, **_link_json_objects(defs.get("$defs", {}))}},
         "paths": paths,
     }
