@@ -8,8 +8,9 @@ import json
 import pytest
 import redis
 
+from fleet.models import Worker
 from jobs import ingest
-from jobs.models import Build, Job, LogPart, Worker
+from jobs.models import Build, Job, LogPart
 
 pytestmark = pytest.mark.django_db
 

@@ -2,7 +2,7 @@
 
 The suite owns everything it breaks: a throwaway PostgreSQL cluster (initdb, a free port), a Redis with
 the AOF the project requires, uvicorn, a Celery worker (prefork) and beat. Resending clients
-(jobs/worker_client.py, the demo fleet's) stream numbered parts for twelve jobs while, in turn, the
+(devtools/worker_client.py, the demo fleet's) stream numbered parts for twelve jobs while, in turn, the
 Celery worker is killed with SIGKILL, Redis is killed with SIGKILL, PostgreSQL is stopped as by a crash,
 and uvicorn is killed with SIGKILL; each comes back a few seconds later. After each, every part must
 be stored exactly once and in order within 30 s of the component's return. Run with -s for the figures.
@@ -19,7 +19,7 @@ import psycopg
 import pytest
 import redis
 
-from jobs.worker_client import ApiClient, LogStream
+from devtools.worker_client import ApiClient, LogStream
 
 from .processes import PostgresCluster, RedisServer, Service, port_open, wait_for
 

@@ -1,12 +1,12 @@
-"""The worker side of the API contract (jobs/worker_client.py), as the demo fleet uses it: resend after
+"""The worker side of the API contract (devtools/worker_client.py), as the demo fleet uses it: resend after
 429/503 (waiting Retry-After) and dropped connections, keep parts until persisted_through covers them."""
 
 import httpx
 import pytest
 
-from jobs import worker_client
+from devtools import worker_client
+from devtools.worker_client import ApiClient, LogStream, Refused
 from jobs.models import Job
-from jobs.worker_client import ApiClient, LogStream, Refused
 
 pytestmark = pytest.mark.django_db
 
