@@ -381,9 +381,37 @@ class StaleJobs(Rule):
         return findings
 
 
+class LogDeadLetters(Rule):
+    kind = "log_dead_letters"
+    label = "Log parts set aside"
+    description = ("Accepted log parts that could not be stored for a reason no retry cures were set aside as dead "
+                   "letters (the log shows a marker in their place); staff see them on the fleet page and in the "
+                   "admin. Fires per queue of the jobs concerned.")
+    public_message = "Parts of some build logs on {queue} could not be saved. We are investigating."
+    params = (Param("window_minutes", 60, "Window (minutes)", 1, 10080),
+              Param("min_parts", 1, "Fire at this many parts set aside", 1))
+
+    def evaluate(self, p: dict, now: datetime) -> list[Finding]:
+        since = now - timedelta(minutes=p["window_minutes"])
+        findings = []
+        for g in job_queries.dead_letters_by_queue(since=since, min_count=p["min_parts"], samples=SAMPLES):
+            queue = g["queue"] or "(deleted jobs)"
+            jobs = sorted({d["job_id"] for d in g["latest"]})
+            findings.append(Finding(
+                subject=f"{queue}:dead-letters", queue=g["queue"], onset_at=g["onset"],
+                title=f"{g['count']} log part(s) of jobs on {queue} could not be stored",
+                summary=(f"In the last {p['window_minutes']:g} minutes, {g['count']} accepted log part(s) of jobs on "
+                         f"{queue} failed to store for a reason a retry cannot cure and were set aside (latest "
+                         f"error: {g['latest'][0]['error'][:200]}). Later parts were stored."),
+                evidence={"queue": g["queue"], "count": g["count"], "window_minutes": p["window_minutes"],
+                          "job_ids": jobs, "dead_letters": g["latest"]},
+            ))
+        return findings
+
+
 RULES: dict[str, Rule] = {r.kind: r for r in (
     InconsistentJobs(), VersionFailureRate(), ErrorBurst(), StuckStarting(), CapacityLow(),
-    DesiredVersionMissing(), QueuedTooLong(), StaleJobs())}
+    DesiredVersionMissing(), QueuedTooLong(), StaleJobs(), LogDeadLetters())}
 
 
 def rule_params(kind: str, row: AlertRule | None = None) -> dict:

@@ -16,6 +16,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts import permissions
+from jobs import queries as job_queries
 
 from . import alerts, services
 from .models import Alert, AlertState, Worker
@@ -45,6 +46,7 @@ def _fleet_context() -> dict:
         "now": now,
         "queues": fleet_overview(now=now, starting_minutes=starting_minutes),
         "open_alerts": Alert.objects.open().order_by("-fired_at")[:20],
+        "dead_letters": job_queries.dead_letters(samples=10),
         "heartbeat_timeout": settings.FLEET_HEARTBEAT_TIMEOUT,
         "starting_minutes": starting_minutes,
     }

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import Build, Job, LogPart, Repository
+from .models import Build, DeadLetter, Job, LogPart, Repository
 
 
 @admin.register(Repository)
@@ -40,3 +40,20 @@ class LogPartAdmin(admin.ModelAdmin):
     list_display = ("job", "attempt", "number", "final", "created_at")
     raw_id_fields = ("job",)
 
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(admin.ModelAdmin):
+    """Log parts set aside because they could not be stored; delete them once dealt with."""
+
+    list_display = ("created_at", "job_id", "attempt", "number", "error")
+    list_filter = ("created_at",)
+    search_fields = ("job_id", "error")
+    readonly_fields = ("job_id", "attempt", "number", "payload_preview", "error", "created_at")
+    exclude = ("payload",)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from django.db.models import Count, Min, Q
 
-from .models import DEFAULT_QUEUE, Job
+from .models import DEFAULT_QUEUE, DeadLetter, Job
 from .states import JobState
 
 FAILED = (JobState.FAILED, JobState.ERRORED)
@@ -88,3 +88,35 @@ def stale_errored_jobs_by_queue(*, since: datetime, until: datetime, min_count: 
         result.append({"queue": g["queue"], "count": g["n"], "first_activity": g["first"], "workers": workers,
                        "jobs": [job_sample(j) for j in of_queue.order_by("-finished_at")[:samples]]})
     return result
+
+
+def dead_letter_sample(letter: DeadLetter, job: Job | None) -> dict:
+    return {"id": letter.pk, "job_id": letter.job_id, "url": job.get_absolute_url() if job else None,
+            "queue": job.queue if job else "", "attempt": letter.attempt, "number": letter.number,
+            "error": letter.error[:300], "payload": letter.payload_preview, "at": letter.created_at.isoformat(),
+            "when": letter.created_at.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def dead_letters(*, since: datetime | None = None, samples: int) -> dict:
+    """Log parts set aside because they could not be stored (since a time, or all kept):
+    {count, onset (the first one's time), latest (samples, newest first)}."""
+    letters = DeadLetter.objects.all() if since is None else DeadLetter.objects.recent(since)
+    count = letters.count()
+    latest = list(letters.order_by("-created_at", "-id")[:samples])
+    jobs = Job.objects.in_bulk({d.job_id for d in latest})
+    onset = letters.aggregate(first=Min("created_at"))["first"] if count else None
+    return {"count": count, "onset": onset, "latest": [dead_letter_sample(d, jobs.get(d.job_id)) for d in latest]}
+
+
+def dead_letters_by_queue(*, since: datetime, min_count: int, samples: int) -> list[dict]:
+    """Per queue of the jobs concerned, with at least `min_count` parts set aside since `since`:
+    {queue, count, onset, latest}. Parts of jobs that no longer exist count under the queue ''."""
+    letters = list(DeadLetter.objects.recent(since).order_by("-created_at", "-id"))
+    jobs = Job.objects.in_bulk({d.job_id for d in letters})
+    by_queue: dict[str, list[DeadLetter]] = {}
+    for letter in letters:
+        job = jobs.get(letter.job_id)
+        by_queue.setdefault(job.queue if job else "", []).append(letter)
+    return [{"queue": queue, "count": len(group), "onset": group[-1].created_at,
+             "latest": [dead_letter_sample(d, jobs.get(d.job_id)) for d in group[:samples]]}
+            for queue, group in sorted(by_queue.items()) if len(group) >= min_count]

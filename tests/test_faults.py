@@ -10,6 +10,7 @@ Also here, against the real processes: 503s in under 2 s while Redis or PostgreS
 page answering without Redis, NUL and lone surrogates, and the dead-letter path."""
 
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -62,7 +63,7 @@ def system(tmp_path_factory):
         store.start()
         env = {k: v for k, v in __import__("os").environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
         env.update(DATABASE_URL=pg.url, REDIS_URL=store.url, CHANNEL_PREFIX=PREFIX, PYTHONUNBUFFERED="1",
-                   REDIS_PERSISTENCE="require", DEBUG="True", LOG_LEVEL="WARNING",
+                   REDIS_PERSISTENCE="require", DEBUG="True", LOG_LEVEL="WARNING", ALERTS_EVALUATE_SECONDS="3",
                    CELERY_BEAT_SCHEDULE_FILENAME=str(logs / "celerybeat-schedule"))
         import subprocess
         import sys
@@ -279,3 +280,14 @@ def test_a_poison_item_goes_to_the_dead_letters_and_later_parts_are_stored(syste
     assert number == 1 and "NUL" in error
     log = httpx.get(f"{system.url}/jobs/{job_id}/log.txt").text
     assert log.startswith("before\n") and "Part 1 of this log could not be stored" in log and log.endswith("after\n")
+    # Staff see it on the fleet page, with a count, and beat's alert evaluation raises an alert.
+    wait_for(lambda: system.sql("SELECT count(*) FROM jobs_alert WHERE rule = 'log_dead_letters' AND state = "
+                                "'firing'")[0][0] == 1, 30, "the dead-letter alert firing")
+    with httpx.Client(base_url=system.url, timeout=10) as browser:
+        login = browser.get("/login/")
+        csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login.text).group(1)
+        browser.post("/login/", data={"username": "sam", "password": "sam-password-123",
+                                      "csrfmiddlewaretoken": csrf}, headers={"Referer": f"{system.url}/login/"})
+        fleet = browser.get("/fleet/").text
+    assert 'data-role="dead-letter-count">1<' in fleet and f"job {job_id}" in fleet
+    assert "log part(s) of jobs on builds.linux could not be stored" in fleet
