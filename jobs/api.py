@@ -21,7 +21,7 @@ from buildboard.lib.jsonapi import ApiError, Call, Unavailable, openapi_document
 from buildboard.lib.publish import enqueue
 
 from . import events, ingest, services, tasks
-from .models import Job, create_build
+from .models import MAX_BUILD_NUMBER, BuildNumbersExhausted, Job, create_build
 from .schemas import (
     Ack,
     BuildIn,
@@ -126,6 +126,9 @@ def builds_create(request: HttpRequest, call: Call) -> HttpResponse:
                              jobs=[spec.model_dump() for spec in data.jobs])
     except IntegrityError:
         raise ApiError(409, f"build number {data.number} already exists in {data.repository}") from None
+    except BuildNumbersExhausted:
+        raise ApiError(409, f"{data.repository} has used up its build numbers (the last is {MAX_BUILD_NUMBER})"
+                       ) from None
     build_jobs = list(build.jobs.order_by("id"))
     for job in build_jobs:
         events.announce_job(job)

@@ -461,6 +461,13 @@ class DeadLetter(models.Model):
         return bytes(self.payload[:300]).decode("utf-8", "backslashreplace")
 
 
+MAX_BUILD_NUMBER = 2**31 - 1  # the column is a PostgreSQL integer
+
+
+class BuildNumbersExhausted(Exception):
+    """The repository's builds already reach MAX_BUILD_NUMBER: there is no next number to give."""
+
+
 @transaction.atomic
 def create_build(*, repository: str, branch: str, commit: str, message: str = "", author: str = "",
                  event: str = "push", number: int | None = None, jobs: list[dict]) -> Build:
@@ -471,7 +478,10 @@ def create_build(*, repository: str, branch: str, commit: str, message: str = ""
         repo, _ = Repository.objects.get_or_create(owner=owner, name=name,
                                                    defaults={"private": org.new_repositories_private})
     repo = Repository.objects.select_for_update().get(pk=repo.pk)
-    build = Build.objects.create(repository=repo, number=number or repo.next_build_number(), branch=branch,
+    number = number or repo.next_build_number()
+    if number > MAX_BUILD_NUMBER:
+        raise BuildNumbersExhausted(repository)
+    build = Build.objects.create(repository=repo, number=number, branch=branch,
                                  commit=commit, message=message, author=author, event=event)
     for index, spec in enumerate(jobs, start=1):
         Job.objects.create(build=build, number=spec.get("number") or f"{build.number}.{index}",

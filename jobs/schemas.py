@@ -63,7 +63,7 @@ class BuildIn(ApiModel):
     message: Text(10_000) = ""
     author: Text(255) = ""
     event: Text(32) = "push"
-    number: Integer(1, INT32) | None = None
+    number: Integer(1, INT32) | None = Field(None, description="Default: one more than the repository's last")
     jobs: Annotated[list[JobSpec], Field(min_length=1, max_length=MAX_JOBS_PER_BUILD,
                                          description="Job numbers must be unique within the build (else 409)")]
 

@@ -233,3 +233,20 @@ def test_duplicate_job_numbers_are_a_409_as_no_schema_can_refuse_them(client, au
     response = post(client, "/api/v1/builds", {**BUILD, "jobs": [{"number": "1"}, {"number": "1"}]}, auth)
     assert response.status_code == 409 and "unique" in response.json()["error"]
     assert not Build.objects.exists()
+
+
+def test_a_repository_whose_build_numbers_are_used_up_is_a_409_not_a_500(client, auth):
+    assert post(client, "/api/v1/builds", {**BUILD, "number": 2**31 - 1}, auth).status_code == 201
+    response = post(client, "/api/v1/builds", BUILD, auth)
+    assert response.status_code == 409 and "used up its build numbers" in response.json()["error"]
+
+
+@pytest.mark.parametrize("value", ["   ", "\x1f", "\t\x85"])
+def test_blank_is_spaces_or_control_characters_as_the_schema_says(client, auth, value):
+    import re
+
+    from buildboard.lib.jsonapi import NON_BLANK
+
+    assert not re.search(NON_BLANK, value)
+    response = post(client, "/api/v1/builds", {**BUILD, "commit": value}, auth)
+    assert response.status_code == 400 and "'commit' must not be blank" in response.json()["error"]

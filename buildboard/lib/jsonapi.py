@@ -12,6 +12,7 @@ re.fullmatch, Integer() takes JSON integers (and integral floats, which JSON Sch
 never strings or booleans, and every model is strict, so the schema's types are exactly what is accepted."""
 
 import json
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ from pydantic import (
 from pydantic.json_schema import models_json_schema
 
 from .errors import TRANSIENT_ERRORS, json_error, poison, unavailable
+
+log = logging.getLogger(__name__)
 
 MAX_JSON_DEPTH = 32
 
@@ -92,7 +95,9 @@ def _integral(value: Any) -> Any:
 
 # Published patterns, and the very ones validation searches with (JSON Schema's semantics: re.search).
 NO_NUL = r"^[^\u0000]*$"
-NON_BLANK = r"^[^\u0000]*[^\u0000\s][^\u0000]*$"
+# "Not blank": at least one character that is neither an ASCII space or control nor a C1 control. Spelled
+# as explicit ranges, since engines disagree on what `\s` covers (U+001F is space to Python, not to others).
+NON_BLANK = r"^[^\u0000]*[^\u0000-\u0020\u007f-\u009f][^\u0000]*$"
 
 
 def Text(max_length: int, *, min_length: int = 0, non_blank: bool = False, description: str | None = None) -> Any:
@@ -103,7 +108,7 @@ def Text(max_length: int, *, min_length: int = 0, non_blank: bool = False, descr
     def check(value: str) -> str:
         _refuse_poison(value)
         if not compiled.search(value):
-            raise ValueError("must not be blank")
+            raise ValueError("must not be blank (only spaces or control characters)")
         return value
 
     return Annotated[str, Field(min_length=min_length, max_length=max_length, description=description,
@@ -375,7 +380,8 @@ def operation(method: str, path: str, *, summary: str, ok: tuple, body: type[Api
                 return view(request, *args, call=Call(request, op), **kwargs)
             except ApiError as e:
                 return e.response()
-            except TRANSIENT_ERRORS:
+            except TRANSIENT_ERRORS as e:
+                log.warning("answering 503 to %s %s: %r", request.method, request.path, e)
                 return unavailable()
 
         op.name = view.__name__
