@@ -250,3 +250,18 @@ def test_blank_is_spaces_or_control_characters_as_the_schema_says(client, auth, 
     assert not re.search(NON_BLANK, value)
     response = post(client, "/api/v1/builds", {**BUILD, "commit": value}, auth)
     assert response.status_code == 400 and "'commit' must not be blank" in response.json()["error"]
+
+
+@pytest.mark.parametrize(("at", "stored"), [
+    ("1096-03-10T13:20:23.5+18:51", "1096-03-09T18:29:23.500000+00:00"),
+    ("0001-01-01T00:00:00+05:00", "0001-01-01T00:00:00+00:00"),
+    ("9999-12-31T23:59:59-05:00", None),  # the future: recorded as now, like any worker clock running ahead
+])
+def test_any_rfc_3339_offset_and_year_is_accepted_and_kept_in_utc(client, auth, at, stored):
+    from fleet.models import WorkerError
+
+    body = {**BEAT, "errors": [{"at": at, "message": "boom"}]}
+    response = post(client, "/api/v1/workers/w1/heartbeat", body, auth)
+    assert response.status_code == 200, response.content
+    if stored:
+        assert WorkerError.objects.get().at.isoformat() == stored

@@ -16,7 +16,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import wraps
 from typing import Annotated, Any, get_args
 
@@ -156,9 +156,15 @@ def _timestamp(value: str) -> datetime:
     if not RFC3339.fullmatch(value):
         raise ValueError("must be an RFC 3339 timestamp with a time zone, like 2017-02-05T21:56:00Z")
     try:
-        return datetime.fromisoformat(value.upper())
+        parsed = datetime.fromisoformat(value.upper())
     except ValueError:
         raise ValueError("is not a valid date and time") from None
+    # In UTC: PostgreSQL keeps no offset beyond ±15:59, which RFC 3339 allows. An instant outside Python's
+    # years 1-9999 once in UTC (0001-01-01T00:00+05:00) is read as the nearest representable one.
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        return (datetime.min if parsed.year == 1 else datetime.max).replace(tzinfo=UTC)
 
 
 Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"}), AfterValidator(_timestamp)]
