@@ -19,8 +19,9 @@ MAX_PARTS_PER_REQUEST = 5000
 
 # Top-level paths of the site: a repository owner by one of these names would have pages that collide
 # with buildboard's own (/<owner>/<name>/). "." and ".." would be rewritten away by browsers.
-RESERVED_OWNERS = frozenset({".", "..", "accounts", "admin", "alerts", "api", "builds", "fleet", "jobs", "login",
-                             "logout", "media", "settings", "static", "status", "tokens", "users", "ws"})
+RESERVED_OWNERS = frozenset({".", "..", "accounts", "admin", "alerts", "api", "audit", "builds", "fleet", "jobs",
+                             "login", "logout", "media", "oidc", "orgs", "settings", "static", "status", "tokens",
+                             "users", "ws"})
 SLUG_PART = r"[A-Za-z0-9_.-]{1,100}"
 
 

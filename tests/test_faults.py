@@ -13,7 +13,7 @@ import json
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
 import psycopg
@@ -44,8 +44,8 @@ class System:
     worker: Service
     beat: Service
     url: str
-    token: str
-    services: dict = field(default_factory=dict)
+    token: str  # a worker token of builds.linux: states, log parts, heartbeats
+    build_token: str  # the faults organization's: creates builds
 
     def sql(self, query: str, *args) -> list[tuple]:
         with psycopg.connect(self.pg.url.replace("postgres://", "postgresql://"), connect_timeout=3) as conn:
@@ -70,11 +70,14 @@ def system(tmp_path_factory):
 
         from .processes import BASE_DIR
 
-        subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=BASE_DIR, env=env, check=True)
-        token = subprocess.run([sys.executable, "manage.py", "create_token", "faults"], cwd=BASE_DIR, env=env,
-                               check=True, capture_output=True, text=True).stdout.strip()
-        subprocess.run([sys.executable, "manage.py", "ensure_staff", "sam", "sam-password-123"], cwd=BASE_DIR,
-                       env=env, check=True, capture_output=True)
+        def manage(*args: str) -> str:
+            return subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env=env, check=True,
+                                  capture_output=True, text=True).stdout.strip()
+
+        manage("migrate", "--noinput", "-v0")
+        manage("createorg", "faults")
+        build_token = manage("create_token", "faults-ci", "--organization", "faults")
+        manage("ensure_staff", "sam", "sam-password-123")
         from buildboard.lib.redis_server import free_port
 
         port = free_port()
@@ -88,7 +91,13 @@ def system(tmp_path_factory):
         for service in (web, worker, beat):
             service.start()
             started.append(service)
-        yield System(pg, store, web, worker, beat, f"http://127.0.0.1:{port}", token)
+        url = f"http://127.0.0.1:{port}"
+        # Builds come with the organization's build token; the workers report with a worker token of the
+        # queue, which can be minted once a job names it.
+        ApiClient(url, build_token).post("/api/v1/builds", {"repository": "faults/warmup", "branch": "main",
+                                                             "commit": "0", "jobs": [{}]})
+        token = manage("create_token", "faults-workers", "--queue", "builds.linux")
+        yield System(pg, store, web, worker, beat, url, token, build_token)
     except BaseException:
         for service in started:
             print(f"--- {service.name} ---\n{service.tail()}")
@@ -107,7 +116,7 @@ def system(tmp_path_factory):
 
 
 def create_jobs(system: System, count: int = JOBS) -> list[int]:
-    api = ApiClient(system.url, system.token, httpx.Client(timeout=10))
+    api = ApiClient(system.url, system.build_token, httpx.Client(timeout=10))
     build = api.post("/api/v1/builds", {"repository": "faults/stream", "branch": "main", "commit": "f00d",
                                         "jobs": [{"config": {"n": i}} for i in range(count)]})
     return [j["id"] for j in build["jobs"]]
@@ -252,11 +261,12 @@ def test_nul_and_lone_surrogates_over_the_wire(system):
     assert surrogate.status_code == 400 and "parts[0].content" in surrogate.json()["error"]
     worker = httpx.post(f"{url}/state", headers=auth, content=b'{"state": "started", "worker": "w\\u0000"}')
     assert worker.status_code == 400 and "'worker'" in worker.json()["error"]
-    branch = httpx.post(f"{system.url}/api/v1/builds", headers=auth, content=json.dumps(
+    build_auth = {"Authorization": f"Bearer {system.build_token}", "Content-Type": "application/json"}
+    branch = httpx.post(f"{system.url}/api/v1/builds", headers=build_auth, content=json.dumps(
         {"repository": "faults/nul", "branch": "main\udc00", "commit": "c", "jobs": [{}]}).encode())
     assert branch.status_code == 400 and "'branch'" in branch.json()["error"]
     heartbeat = httpx.post(f"{system.url}/api/v1/workers/w1/heartbeat", headers=auth, content=json.dumps(
-        {"version": "v1", "queue": "q", "pool_size": 1, "busy": 0, "state": "in_service",
+        {"version": "v1", "queue": "builds.linux", "pool_size": 1, "busy": 0, "state": "in_service",
          "errors": [{"at": "2017-02-04T10:00:00Z", "message": "boom\x00"}]}).encode())
     assert heartbeat.status_code == 400 and "'errors[0].message'" in heartbeat.json()["error"]
     wait_for(lambda: system.sql("SELECT log_persisted_through FROM jobs_job WHERE id = %s", job_id)[0][0] == 0, 30,

@@ -214,7 +214,8 @@ for _name, _path in PUBLIC_STATUS.items():
 for _name, _path, _status in [("incidents-incident", "/status/incidents/nope/", 404),
                               ("incidents-maintenance", "/status/maintenance/nope/", 404),
                               ("incidents-confirm", "/status/subscribe/confirm/nope/", 400),  # a bad signature
-                              ("incidents-unsubscribe", "/status/unsubscribe/nope/", 400)]:
+                              ("incidents-unsubscribe", "/status/unsubscribe/nope/", 400),
+                              ("incidents-manage-subscription", "/status/subscribe/manage/nope/", 400)]:
     ROUTES[_name] = [("get", lambda w, v, p=_path: p, everyone(_status))]  # the same to all callers
 # Anyone may ask for a webhook subscription; an empty form is a 400 to all alike.
 ROUTES["incidents-subscribe-url"] = [("post", lambda w, v: "/status/subscribe/webhook/", everyone(400))]
