@@ -134,9 +134,12 @@ def test_the_form_is_rate_limited_per_client_address(client, db, mailoutbox, set
             django_capture_on_commit_callbacks(execute=True):
         answers = [subscribe(client, f"victim{i}@example.com", address=address).status_code for i in range(5)]
         other = subscribe(client, "someone@example.com", address="192.0.2.1").status_code
-    assert answers == [200, 200, 200, 429, 429] and other == 200
+        refused = subscribe(client, "x@example.com", address=address)
+        hook = client.post("/status/subscribe/webhook/", {"kind": "webhook", "url": "https://example.com/hook"},
+                           REMOTE_ADDR=address)  # the webhook form counts against the same limit
+    assert answers == [200, 200, 200, 429, 429] and other == 200 and hook.status_code == 429
     assert len(mailoutbox) == 4
-    assert "Too many subscription requests" in subscribe(client, "x@example.com", address=address).content.decode()
+    assert refused.status_code == 429 and "Too many subscription requests" in refused.content.decode()
 
 
 def test_an_anonymous_post_cannot_change_a_confirmed_subscription(client, linux, mac, mailoutbox,

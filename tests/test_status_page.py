@@ -250,7 +250,7 @@ def test_page_and_json_answer_from_the_database_when_all_of_redis_is_down(client
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": dead,
                                    "OPTIONS": {"socket_connect_timeout": 0.2}}}
     page = client.get("/status/")
-    assert page.status_code == 200 and "Partial system outage" in page.content.decode()
+    assert page.status_code == 200 and "Partial System Outage" in page.content.decode()
     summary = client.get("/api/v2/summary.json")
     assert summary.status_code == 200 and summary.json()["status"]["indicator"] == "major"
     assert client.get("/status/?fragment=1").status_code == 200
