@@ -265,3 +265,9 @@ def test_any_rfc_3339_offset_and_year_is_accepted_and_kept_in_utc(client, auth, 
     assert response.status_code == 200, response.content
     if stored:
         assert WorkerError.objects.get().at.isoformat() == stored
+
+
+def test_an_earlier_attempts_log_is_read_with_a_query_integer(client, auth, job):
+    assert client.get(f"/api/v1/jobs/{job.pk}/log?attempt=1").json()["attempt"] == 1
+    assert client.get(f"/api/v1/jobs/{job.pk}/log?attempt=2").status_code == 404
+    assert client.get(f"/api/v1/jobs/{job.pk}/log?attempt=x").status_code == 400

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import wraps
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any, get_args, get_origin
 
 from annotated_types import Ge, Le
 from django.conf import settings
@@ -291,6 +291,15 @@ def json_body(request: HttpRequest) -> Any:
 _QUERY_INTEGER = re.compile(r"-?[0-9]{1,19}")
 
 
+def _is_int(annotation: Any) -> bool:
+    """int, or Integer(...) (an Annotated int), or either of them | None."""
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if annotation is int:
+        return True
+    return any(_is_int(arg) for arg in get_args(annotation) if arg is not type(None))
+
+
 def _query_data(request: HttpRequest, model: type[ApiModel]) -> dict:
     """Query strings are text: integer fields are read from ASCII digits, everything else left as is."""
     data: dict[str, Any] = {}
@@ -298,7 +307,7 @@ def _query_data(request: HttpRequest, model: type[ApiModel]) -> dict:
         if name not in request.GET:
             continue
         value = request.GET[name]
-        if int in (info.annotation, *get_args(info.annotation)) and _QUERY_INTEGER.fullmatch(value):
+        if _is_int(info.annotation) and _QUERY_INTEGER.fullmatch(value):
             data[name] = int(value)
         else:
             data[name] = value
