@@ -20,7 +20,7 @@ from buildboard.lib.errors import TRANSIENT_ERRORS
 from buildboard.lib.jsonapi import ApiError, Call, Unavailable, openapi_document, operation, respond
 from buildboard.lib.publish import enqueue
 
-from . import events, ingest, services, tasks
+from . import events, ingest, logread, services, tasks
 from .models import MAX_BUILD_NUMBER, BuildNumbersExhausted, Job, create_build
 from .schemas import (
     Ack,
@@ -217,15 +217,14 @@ def job_log(request: HttpRequest, job_id: int, call: Call) -> HttpResponse:
     job = _get_job_for_reader(request, job_id)
     query = call.query()
     attempt = _read_attempt(query.attempt, job)
-    parts = list(job.log_parts(query.after, attempt=attempt).values("number", "content", "final", "created_at")
-                 [: query.limit + 1])
+    parts = logread.read_parts(job, attempt, query.after, query.limit + 1)
     more = len(parts) > query.limit
     earlier = attempt != job.attempt  # an earlier attempt is over: what is stored is all there is
     return respond({
         "job_id": job.pk,
         "attempt": attempt,
         "current_attempt": job.attempt,
-        "parts": [{**p, "at": p.pop("created_at")} for p in parts[: query.limit]],
+        "parts": parts[: query.limit],
         "more": more,
         "persisted_through": parts[-1]["number"] if earlier and parts else job.log_persisted_through,
         "complete": (earlier or job.log_complete) and not more,
@@ -256,7 +255,7 @@ def job_log_txt(request: HttpRequest, job_id: int) -> HttpResponse:
         attempt = _read_attempt(int(raw) if raw is not None else None, job)
     except ApiError as e:
         raise Http404(e.message) from None
-    content = job.log_text(attempt)
+    content = "".join(logread.iter_text(job, attempt))
     if request.GET.get("ansi") in ("0", "false", "no"):
         content = ANSI_ESCAPES.sub("", content)
     response = HttpResponse(content, content_type="text/plain; charset=utf-8")

@@ -12,7 +12,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from accounts import permissions
 from accounts.live import access_group
 
-from . import events
+from . import events, logread
 from .models import Build, Job
 
 # A backlog frame carries at most this many characters of log, so one frame never gets huge.
@@ -115,10 +115,9 @@ class JobConsumer(ForwardingConsumer):
                                "persisted_through": job.log_persisted_through, "backlog": True})
             batch, size = [], 0
 
-        rows = job.log_parts(after).values_list("number", "content", "final", "created_at")
-        for number, content, final, at in rows.iterator(chunk_size=BACKLOG_QUERY_PARTS):
-            batch.append({"number": number, "content": content, "final": final, "at": at.isoformat()})
-            size += len(content)
+        for part in logread.iter_parts(job, job.attempt, after, chunk=BACKLOG_QUERY_PARTS):
+            batch.append({**part, "at": part["at"].isoformat()})
+            size += len(part["content"])
             if size >= BACKLOG_FRAME_CHARS:
                 flush()
         flush()

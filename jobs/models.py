@@ -354,15 +354,11 @@ class Job(models.Model):
                 self.inconsistent = self.state in FINAL_STATES and is_inconsistent(self.state, self.exit_code)
                 return
 
-    def log_parts(self, after: int = -1, attempt: int | None = None):
-        return self.parts.filter(attempt=attempt or self.attempt, number__gt=after).order_by("number")
-
     def log_text(self, attempt: int | None = None) -> str:
         """The whole log of the current attempt (or an earlier one, which is kept as it was)."""
-        text = "".join(self.log_parts(attempt=attempt).values_list("content", flat=True))
-        if self.log_truncated and attempt in (None, self.attempt):
-            text += TRUNCATION_MARKER.format(limit=_human_bytes(settings.LOG_MAX_BYTES))
-        return text
+        from . import logread
+
+        return logread.log_text(self, attempt)
 
     @property
     def is_failure(self) -> bool:
@@ -371,17 +367,12 @@ class Job(models.Model):
     def failure_excerpt(self):
         """Where this finished job failed (see jobs/logtext.py); None without a log. A log too big to
         read on every page view gives its last lines, unnumbered."""
-        from . import logtext
+        from . import logread, logtext
 
         if self.log_bytes <= EXCERPT_MAX_LOG_BYTES:
             return logtext.failure_excerpt(self.log_text())
-        tail, size = [], 0
-        for content in self.parts.filter(attempt=self.attempt).order_by("-number").values_list("content", flat=True):
-            tail.append(content)
-            size += len(content)
-            if size >= 64 * 1024:
-                break
-        lines = [logtext.visible(line) for line in "".join(reversed(tail)).splitlines()][-logtext.TAIL_LINES:]
+        tail = logread.tail_contents(self, 64 * 1024)
+        lines = [logtext.visible(line) for line in "".join(tail).splitlines()][-logtext.TAIL_LINES:]
         return logtext.Excerpt(0, 0, lines)
 
     def as_api_dict(self) -> dict:

@@ -1,0 +1,68 @@
+"""The one way to read a job's log back: every reader goes through here.
+
+The API's `GET /api/v1/jobs/{id}/log?after=N`, the websocket replay (`?after=N`), `/jobs/{id}/log.txt`
+and the pages' failure excerpts all read parts with these functions, so wherever parts live (the
+database today; whatever is still on its way to it, or archived, tomorrow) every reader sees the same
+parts, in part order, each once.
+
+A part is a dict: {"number": int, "content": str, "final": bool, "at": datetime}."""
+
+from collections.abc import Iterator
+
+from django.conf import settings
+
+CHUNK_PARTS = 500  # parts fetched per query when streaming
+
+
+def _stored(job, attempt: int, after: int):
+    return (job.parts.filter(attempt=attempt, number__gt=after).order_by("number")
+            .values_list("number", "content", "final", "created_at"))
+
+
+def _part(number: int, content: str, final: bool, at) -> dict:
+    return {"number": number, "content": content, "final": final, "at": at}
+
+
+def read_parts(job, attempt: int | None = None, after: int = -1, limit: int | None = None) -> list[dict]:
+    """Parts of an attempt (the current one by default) numbered above `after`, in part order; at most
+    `limit` of them."""
+    rows = _stored(job, attempt or job.attempt, after)
+    if limit is not None:
+        rows = rows[:limit]
+    return [_part(*row) for row in rows]
+
+
+def iter_parts(job, attempt: int | None = None, after: int = -1, chunk: int = CHUNK_PARTS) -> Iterator[dict]:
+    """The same parts as read_parts, streamed a chunk of rows at a time (for long logs)."""
+    for row in _stored(job, attempt or job.attempt, after).iterator(chunk_size=chunk):
+        yield _part(*row)
+
+
+def iter_text(job, attempt: int | None = None) -> Iterator[str]:
+    """The log's text piece by piece, as log.txt serves it: the parts' content, then the truncation
+    marker if the current attempt's log was cut at the cap."""
+    from .models import TRUNCATION_MARKER, _human_bytes  # models use this module too
+
+    for part in iter_parts(job, attempt):
+        yield part["content"]
+    if job.log_truncated and attempt in (None, job.attempt):
+        yield TRUNCATION_MARKER.format(limit=_human_bytes(settings.LOG_MAX_BYTES))
+
+
+def log_text(job, attempt: int | None = None) -> str:
+    """The whole log of an attempt as one string."""
+    return "".join(iter_text(job, attempt))
+
+
+def tail_contents(job, min_chars: int, attempt: int | None = None) -> list[str]:
+    """The contents of the last parts of an attempt, in part order, at least `min_chars` characters of
+    them when the log is that long (for excerpts of logs too big to read whole)."""
+    tail: list[str] = []
+    size = 0
+    rows = job.parts.filter(attempt=attempt or job.attempt).order_by("-number").values_list("content", flat=True)
+    for content in rows:
+        tail.append(content)
+        size += len(content)
+        if size >= min_chars:
+            break
+    return tail[::-1]
