@@ -67,8 +67,10 @@ def _get_job_for_worker(request: HttpRequest, job_id: int, *fields: str) -> Job:
     return job
 
 
-def _get_job_for_reader(request: HttpRequest, job_id: int) -> Job:
-    """A job the caller may read: its user may (public, a role, staff), or its token may. Else 404."""
+def _get_job_for_reader(request: HttpRequest, job_id: int, *, reporters_too: bool = False) -> Job:
+    """A job the caller may read: its user may (public, a role, staff), or its token may. Else 404.
+    With reporters_too, a token that may report for the job may also read it: a worker running a job of a
+    private repository asks its state and persisted_through to know what to resend (never its log)."""
     job = Job.objects.select_related("build__repository").filter(pk=job_id).first()
     if job is None:
         raise ApiError(404, f"job {job_id} does not exist")
@@ -77,7 +79,8 @@ def _get_job_for_reader(request: HttpRequest, job_id: int) -> Job:
         return job
     if "Authorization" in request.headers:
         token = token_from(request)
-        if token is not None and permissions.token_may_read(token, repository):
+        if token is not None and (permissions.token_may_read(token, repository)
+                                  or reporters_too and _may_report(token, job)):
             return job
     raise ApiError(404, f"job {job_id} does not exist")
 
@@ -208,7 +211,7 @@ def job_log_append(request: HttpRequest, job_id: int, call: Call) -> HttpRespons
 @operation("GET", "/api/v1/jobs/{job_id}", summary="A job: state, exit code, attempt, times, log progress",
            params=JOB, auth="optional", ok=(200, "The job", JobOut), errors=(404,))
 def job_detail(request: HttpRequest, job_id: int, call: Call) -> HttpResponse:
-    return respond(_get_job_for_reader(request, job_id).as_api_dict())
+    return respond(_get_job_for_reader(request, job_id, reporters_too=True).as_api_dict())
 
 
 @operation("GET", "/api/v1/jobs/{job_id}/log", summary="Log parts after a number, in order", params=JOB,

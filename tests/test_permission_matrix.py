@@ -83,6 +83,14 @@ def _reports(caller):
     return caller in ("legacy", "worker in", "build in")
 
 
+def api_job_progress(caller, vis):
+    """A job's state and log progress: its readers, and the tokens that report for it (a worker resending
+    what persisted_through has not reached), but not its log."""
+    if caller not in PEOPLE and _reports(caller):
+        return 200
+    return api_read(caller, vis)
+
+
 def api_report(caller, vis):
     if caller in PEOPLE:
         return 401
@@ -179,7 +187,7 @@ ROUTES = {
     "jobs-repository-settings": [("get", lambda w, v: f"/acme/{w['repos'][v]}/settings", page_repo_admin)],
     "api-openapi": [("get", lambda w, v: "/api/v1/openapi.json", everyone(200))],
     "api-builds-create": [("post", lambda w, v: "/api/v1/builds", api_create_build)],
-    "api-job-detail": [("get", lambda w, v: f"/api/v1/jobs/{job(w, v).pk}", api_read)],
+    "api-job-detail": [("get", lambda w, v: f"/api/v1/jobs/{job(w, v).pk}", api_job_progress)],
     "api-job-state": [("post", lambda w, v: f"/api/v1/jobs/{job(w, v).pk}/state", api_report)],
     "api-job-log": [("get", lambda w, v: f"/api/v1/jobs/{job(w, v).pk}/log", api_read),
                     ("post", lambda w, v: f"/api/v1/jobs/{job(w, v).pk}/log", api_report)],

@@ -55,12 +55,19 @@ def test_worker_token_heartbeats_only_for_its_queues(client, db):
     assert refused.status_code == 403 and "queue builds.mac" in refused.json()["error"]
 
 
-def test_worker_token_reads_no_private_job_and_cannot_create_builds(client, make_build):
+def test_worker_token_reads_no_private_log_and_cannot_create_builds(client, make_build):
     job = make_build(repository="acme/secret").jobs.get()
     job.build.repository.private = True
     job.build.repository.save()
-    secret = mint(kind="worker", queues=["builds.linux"])
-    assert client.get(f"/api/v1/jobs/{job.pk}", headers={"Authorization": f"Bearer {secret}"}).status_code == 404
+    auth = {"Authorization": f"Bearer {mint(kind='worker', queues=[job.queue])}"}
+    elsewhere = {"Authorization": f"Bearer {mint(kind='worker', queues=['builds.elsewhere'])}"}
+    # The worker running the job may ask what it has stored (to resend the rest), never read the log.
+    progress = client.get(f"/api/v1/jobs/{job.pk}", headers=auth)
+    assert progress.status_code == 200 and progress.json()["log"]["persisted_through"] == -1
+    assert client.get(f"/api/v1/jobs/{job.pk}/log", headers=auth).status_code == 404
+    assert client.get(f"/jobs/{job.pk}/log.txt", headers=auth).status_code == 404
+    assert client.get(f"/api/v1/jobs/{job.pk}", headers=elsewhere).status_code == 404
+    secret = mint(kind="worker", queues=[job.queue])
     created = post(client, "/api/v1/builds", {"repository": "acme/rocket", "branch": "m", "commit": "c",
                                               "jobs": [{}]}, secret)
     assert created.status_code == 403
