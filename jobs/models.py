@@ -153,6 +153,11 @@ class Build(models.Model):
         return None
 
     @property
+    def subject(self) -> str:
+        """The commit message's first line, as lists show it (the page shows the whole message)."""
+        return self.message.strip().split("\n", 1)[0].strip()
+
+    @property
     def commit_url(self) -> str:
         return self.repository.commit_url(self.commit)
 

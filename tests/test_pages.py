@@ -44,6 +44,13 @@ def test_home_hides_private_builds_from_anonymous_and_bob_but_not_from_staff(cli
     assert "acme/secret" in client.get("/").content.decode()
 
 
+def test_lists_show_a_commit_messages_first_line_and_the_build_page_all_of_it(client, make_build):
+    build = make_build(message="Fix the login page\n\nThe form posted to the wrong URL.")
+    row = client.get("/").content.decode()
+    assert "Fix the login page" in row and "wrong URL" not in row
+    assert "The form posted to the wrong URL." in client.get(build.get_absolute_url()).content.decode()
+
+
 def test_home_filters_by_repository_branch_and_state(client, make_build):
     make_build(repository="acme/rocket", branch="main")
     make_build(repository="acme/rocket", branch="dev", number=40)
