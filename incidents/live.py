@@ -8,12 +8,12 @@ import logging
 from collections.abc import Callable
 
 import redis
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
+
+from buildboard.lib import doorbell
 
 from . import fastpath
 from .models import (
@@ -40,15 +40,11 @@ def status_changed(**kwargs) -> None:
 
 
 def announce() -> None:
+    """Runs after the commit, so the frame carries the committed sequence. A lost frame is tolerated:
+    clients also poll, and the data is committed."""
     state = StatusPageState.current()
     fastpath.publish(state.key)
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    try:
-        async_to_sync(layer.group_send)(GROUP, {"type": "status.changed", "seq": state.seq})
-    except Exception:  # a lost doorbell is tolerated: clients also poll, and the data is committed
-        log.exception("status page announcement failed")
+    doorbell.ring([GROUP], {"type": "status.changed", "seq": state.seq})
 
 
 def connect_signals() -> None:

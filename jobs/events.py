@@ -60,7 +60,8 @@ def build_state_frame(build) -> dict:
 
 
 def announce_job(job) -> None:
-    announce_on_commit([job_group(job.pk), build_group(job.build_id), ALL_GROUP], job_state_frame(job))
+    # Not to ALL_GROUP: its consumer (the home and repository pages) shows builds, not jobs.
+    announce_on_commit([job_group(job.pk), build_group(job.build_id)], job_state_frame(job))
 
 
 def announce_build(build) -> None:

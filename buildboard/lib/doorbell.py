@@ -1,5 +1,7 @@
 """The doorbell every live page shares: after a commit, a frame to channel-layer groups.
 
+Every announcer in the apps (jobs, fleet, the status page, access changes) goes through here, so all
+frames leave from one long-lived event loop per process; nothing else calls group_send.
 The database is the truth and these frames only say "look again"; a frame lost (channels_redis drops
 messages when a channel is full, Redis may be away) costs a refetch, never data."""
 
@@ -30,7 +32,9 @@ def _announcer_loop() -> asyncio.AbstractEventLoop:
         return _loop[1]
 
 
-def _send(groups: list[str], message: dict) -> None:
+def ring(groups: list[str], message: dict) -> None:
+    """Send `message` to every group now. For code that already runs after the commit (an on_commit
+    callback that must read the committed state first); everything else uses announce_on_commit."""
     layer = get_channel_layer()
     if layer is None:
         return
@@ -46,4 +50,5 @@ def _send(groups: list[str], message: dict) -> None:
 
 
 def announce_on_commit(groups: list[str], message: dict) -> None:
-    transaction.on_commit(lambda: _send(groups, message))
+    """Ring the doorbell once the current transaction commits (at once outside one); never on rollback."""
+    transaction.on_commit(lambda: ring(groups, message))

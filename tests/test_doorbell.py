@@ -1,0 +1,106 @@
+"""One live layer: every app announces through buildboard/lib/doorbell.py, after the commit, and the frames
+reach channel-layer consumers on the real Redis."""
+
+import ast
+from pathlib import Path
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from accounts import services as account_services
+from accounts.live import access_group
+from buildboard.lib import doorbell
+from incidents import live as status_live
+from incidents import services as incident_services
+from incidents.models import Component, StatusPageState
+from jobs import events, tasks
+
+AT = "2026-11-26T10:00:00+00:00"
+APPS = ("accounts", "fleet", "incidents", "jobs")
+
+
+@pytest.fixture
+def rings(monkeypatch) -> list[tuple[list[str], dict]]:
+    """Every doorbell ring of the test, passed through to the real channel layer."""
+    calls: list[tuple[list[str], dict]] = []
+    real = doorbell.ring
+
+    def recording(groups, message):
+        calls.append((list(groups), message))
+        real(groups, message)
+
+    monkeypatch.setattr(doorbell, "ring", recording)
+    return calls
+
+
+def listen(*groups: str) -> str:
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    for group in groups:
+        async_to_sync(layer.group_add)(group, channel)
+    return channel
+
+
+def receive(channel: str) -> dict:
+    return async_to_sync(get_channel_layer().receive)(channel)
+
+
+def test_no_app_talks_to_the_channel_layer_but_through_the_doorbell():
+    """group_send and async_to_sync belong to the doorbell; the apps' consumers only join groups."""
+    offenders = []
+    for app in APPS:
+        for path in sorted((Path(settings.BASE_DIR) / app).rglob("*.py")):
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) \
+                    else None
+                if name in ("group_send", "async_to_sync"):
+                    offenders.append(f"{path.relative_to(settings.BASE_DIR)}:{node.lineno} {name}")
+    assert offenders == []
+
+
+def test_status_change_rings_the_doorbell_after_commit_and_reaches_a_consumer(
+        alice, rings, django_capture_on_commit_callbacks):
+    component = Component.objects.create(name="Linux builds")
+    channel = listen(status_live.GROUP)
+    rings.clear()
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        incident_services.component_status_set(component=component, status="major_outage", by=alice)
+        assert rings == []  # nothing before the commit
+    for callback in callbacks:
+        callback()
+    seq = StatusPageState.current().seq
+    assert rings == [([status_live.GROUP], {"type": "status.changed", "seq": seq})]
+    assert receive(channel) == {"type": "status.changed", "seq": seq}
+
+
+def test_role_change_rings_the_doorbell_for_the_users_access_group(acme, bob, rings,
+                                                                   django_capture_on_commit_callbacks):
+    channel = listen(access_group(bob.pk))
+    with django_capture_on_commit_callbacks(execute=True):
+        account_services.role_grant(organization=acme, repository="", role="read", user=bob)
+    assert rings == [([access_group(bob.pk)], {"type": "access.changed"})]
+    assert receive(channel)["type"] == "access.changed"
+
+
+def test_job_and_build_frames_ring_the_doorbell(job, rings, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        tasks.apply_job_state(job.pk, 1, "started", AT, worker="w1")
+    assert [(groups, frame["type"]) for groups, frame in rings] == [
+        ([events.job_group(job.pk), events.build_group(job.build_id)], "job.state"),
+        ([events.build_group(job.build_id), events.ALL_GROUP], "build.state"),
+    ]
+
+
+def test_the_all_jobs_group_gets_build_frames_and_no_job_frames(job, django_capture_on_commit_callbacks):
+    """The all-group's consumer (home and repository pages) handles build.state only. The job frame is
+    announced first, so had it gone to the all-group it would be the first frame there."""
+    everything = listen(events.ALL_GROUP)
+    one_job = listen(events.job_group(job.pk))
+    with django_capture_on_commit_callbacks(execute=True):
+        tasks.apply_job_state(job.pk, 1, "started", AT, worker="w1")
+    assert receive(one_job)["type"] == "job.state"
+    first = receive(everything)
+    assert first["type"] == "build.state" and first["build_id"] == job.build_id and first["state"] == "running"
