@@ -2,7 +2,9 @@
 real browser changes without reload when staff post an update in another browser."""
 
 import json
+import re
 
+import httpx
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from asgiref.testing import ApplicationCommunicator
@@ -98,3 +100,103 @@ def test_uptime_days_show_their_detail_on_keyboard_focus(asgi_server, page, alic
     assert yesterday.evaluate("el => el === document.activeElement")
     assert yesterday.get_attribute("tabindex") == "0" and today.get_attribute("tabindex") == "-1"
     assert page.js_errors == []
+
+
+def _status_fragment(url: str) -> bool:
+    return "fragment=1" in url
+
+
+@pytest.mark.browser
+def test_a_sequence_that_arrives_while_a_refetch_runs_is_fetched_when_it_ends(asgi_server, page, alice):
+    """The first refetch is held (its response taken from the server, then kept back) until a second change's
+    frame has arrived and the page's debounce timer has run on a controlled clock; when the held response
+    is delivered, the page is one change behind and must fetch again on its own."""
+    linux = Component.objects.create(name="Linux builds")
+    page.clock.install()
+    page.goto(f"{asgi_server}/status/")
+    delivered: list[dict] = []
+    page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: delivered.append(json.loads(payload))))
+    page.reload()
+    wait_until(lambda: page.wait_for_timeout(50) or delivered)  # greeted: the socket is open
+
+    held: list = []
+    fragments: list[str] = []
+
+    def hold_first(route):
+        fragments.append(route.request.url)
+        if not held:
+            held.append((route, route.fetch()))  # the page as it is now, delivered later
+        else:
+            route.continue_()
+
+    page.route(_status_fragment, hold_first)
+    services.component_status_set(component=linux, status="major_outage", by=alice)
+    first = StatusPageState.current().seq
+    wait_until(lambda: page.clock.run_for(200) or held)  # the refetch for `first` is in flight
+    route, response = held[0]
+    assert int(response.headers["x-status-seq"]) == first
+
+    services.component_status_set(component=linux, status="degraded_performance", by=alice)
+    second = StatusPageState.current().seq
+    wait_until(lambda: page.wait_for_timeout(50) or any(f.get("seq") == second for f in delivered))
+    page.clock.run_for(2000)  # every timer the frame started has run, with the refetch still in flight
+    assert len(fragments) == 1
+
+    route.fulfill(response=response)
+    live = page.locator("#status-live")
+    wait_until(lambda: page.clock.run_for(100) or live.get_attribute("data-seq") == str(second), timeout=30)
+    assert len(fragments) == 2
+    truth = httpx.get(f"{asgi_server}/status/").text
+    title = page.locator("#banner-title").inner_text()
+    assert title and f">{title}<" in truth
+    assert page.js_errors == []
+
+
+@pytest.mark.browser
+def test_status_page_reconnects_after_the_socket_drops_and_catches_up(asgi_server, page, alice):
+    """A change whose frame never reaches the page (held back by the route), then the socket drops: the
+    page reconnects with backoff and the greeting's sequence brings it up to date."""
+    linux = Component.objects.create(name="Linux builds")
+    sockets, delivered, dropped = _relay(page, re.compile(r"/ws/status/$"))
+    page.goto(f"{asgi_server}/status/")
+    wait_until(lambda: page.wait_for_timeout(50) or delivered)
+    live = page.locator("#status-live")
+    before = live.get_attribute("data-seq")
+
+    dropped.append("hold")  # from now on, frames from the server stop at the route
+    services.component_status_set(component=linux, status="major_outage", by=alice)
+    wait_until(lambda: page.wait_for_timeout(50) or len(dropped) > 1)
+    assert live.get_attribute("data-seq") == before  # the page has not heard of it
+
+    dropped.clear()
+    sockets[0].close(code=1012, reason="restarting")
+    seq = str(StatusPageState.current().seq)
+    wait_until(lambda: page.wait_for_timeout(50) or live.get_attribute("data-seq") == seq, timeout=30)
+    assert len(sockets) == 2
+    title = page.locator("#banner-title").inner_text()
+    assert title != "All Systems Operational" and f">{title}<" in httpx.get(f"{asgi_server}/status/").text
+    assert page.js_errors == []
+
+
+def _relay(page, pattern):
+    """Route the page's websocket through Playwright to the real server. While `dropped` is non-empty,
+    server frames are appended to it instead of reaching the page. Returns (sockets, delivered, dropped)."""
+    sockets: list = []
+    delivered: list = []
+    dropped: list = []
+
+    def handler(ws):
+        server = ws.connect_to_server()
+
+        def to_page(message):
+            if dropped:
+                dropped.append(message)
+            else:
+                delivered.append(message)
+                ws.send(message)
+
+        server.on_message(to_page)
+        sockets.append(ws)
+
+    page.route_web_socket(pattern, handler)
+    return sockets, delivered, dropped

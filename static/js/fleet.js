@@ -3,6 +3,8 @@
 // fragment is also refetched after every reconnect and every 15 s — silence and "stuck starting" are
 // conditions that arise from time passing, with no event at all.
 
+import { LiveSocket } from "./live.js";
+
 const root = document.getElementById("fleet-live");
 const dot = document.getElementById("fleet-live-dot");
 const PERIODIC_MS = 15000;
@@ -54,23 +56,12 @@ root.addEventListener("focusout", () => {
   if (pending) { pending = false; schedule(); }
 });
 
-function connect(attempt = 0) {
-  const scheme = window.location.protocol === "https:" ? "wss" : "ws";
-  const socket = new WebSocket(`${scheme}://${window.location.host}${root.dataset.wsPath}`);
-  socket.addEventListener("open", () => {
-    attempt = 0;
-    dot.classList.add("on");
-    schedule();  // anything may have changed while we were disconnected
-  });
-  socket.addEventListener("message", () => schedule());
-  socket.addEventListener("close", () => {
-    dot.classList.remove("on");
-    const delay = Math.min(30000, 1000 * 2 ** attempt) * (0.5 + Math.random());
-    setTimeout(() => connect(attempt + 1), delay);
-  });
-}
-
 if (root) {
-  connect();
+  // Reconnect and backoff live in LiveSocket, shared by every live page.
+  new LiveSocket(() => root.dataset.wsPath, {
+    onFrame: () => schedule(),
+    onOpen: () => schedule(),  // anything may have changed while we were disconnected
+    onStatus: (status) => dot.classList.toggle("on", status === "live"),
+  });
   setInterval(() => schedule(0), PERIODIC_MS);
 }

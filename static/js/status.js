@@ -1,8 +1,10 @@
 // Status page: live refresh over a websocket with a polling fallback, relative times, and keyboard
 // navigation of the uptime bars. Frames are a doorbell carrying the page's sequence number; the
 // content always comes from the server (the cached HTML fragment), so a missed frame costs nothing.
-(function () {
-  "use strict";
+// The websocket (reconnect, backoff) is the LiveSocket every live page shares.
+import { LiveSocket } from "./live.js";
+
+{
   var live = document.getElementById("status-live");
   var announce = document.getElementById("status-announce");
   var POLL_MS = 15000;
@@ -48,72 +50,76 @@
 
   refreshRelativeTimes();
   setInterval(refreshRelativeTimes, 30000);
-  if (!live) return;
+  if (live) follow(live);
 
-  var shown = Number(live.getAttribute("data-seq"));
-  var pending = null, fetching = false, socket = null, pollTimer = null, retryMs = 1000;
+  function follow(live) {
+    // `wanted` is the highest sequence any frame or poll has named; `shown` the one on screen. A
+    // sequence that arrives while a refetch runs only raises `wanted`, and the refetch, when it ends,
+    // fetches again if the page is still behind: no frame is lost to an in-flight refetch.
+    var shown = Number(live.getAttribute("data-seq"));
+    var wanted = shown, fetching = false, timer = null, pollTimer = null, failures = 0;
 
-  function refetch() {
-    if (fetching) return;
-    fetching = true;
-    fetch(live.getAttribute("data-fragment-url"), { credentials: "same-origin", cache: "no-store" })
-      .then(function (response) {
-        if (!response.ok) throw new Error("HTTP " + response.status);
-        var seq = Number(response.headers.get("X-Status-Seq"));
-        return response.text().then(function (html) { return { seq: seq, html: html }; });
-      })
-      .then(function (result) {
-        if (result.seq < shown) return;
-        shown = result.seq;
-        live.innerHTML = result.html;
-        live.setAttribute("data-seq", String(shown));
-        refreshRelativeTimes(live);
-        var title = live.querySelector("h1");
-        if (announce && title) announce.textContent = "Updated: " + title.textContent.trim();
-      })
-      .catch(function () { /* the next frame or poll tries again */ })
-      .then(function () { fetching = false; if (pending !== null && pending > shown) seen(pending); });
+    function schedule(delay) {
+      clearTimeout(timer);
+      timer = setTimeout(function () { timer = null; refetch(); }, delay);
+    }
+
+    function refetch() {
+      if (fetching || wanted <= shown) return;
+      fetching = true;
+      var before = shown;
+      fetch(live.getAttribute("data-fragment-url"), { credentials: "same-origin", cache: "no-store" })
+        .then(function (response) {
+          if (!response.ok) throw new Error("HTTP " + response.status);
+          var seq = Number(response.headers.get("X-Status-Seq"));
+          return response.text().then(function (html) { return { seq: seq, html: html }; });
+        })
+        .then(function (result) {
+          if (result.seq > wanted) wanted = result.seq;
+          if (result.seq <= shown) return;
+          shown = result.seq;
+          live.innerHTML = result.html;
+          live.setAttribute("data-seq", String(shown));
+          refreshRelativeTimes(live);
+          var title = live.querySelector("h1");
+          if (announce && title) announce.textContent = "Updated: " + title.textContent.trim();
+        })
+        .catch(function () { /* retried below, with backoff */ })
+        .then(function () {
+          fetching = false;
+          if (wanted <= shown) return;
+          // Still behind. A sequence arrived meanwhile: fetch again now. The fetch failed or brought
+          // nothing newer: try again with backoff, so an unwell server is not hammered.
+          if (shown > before) failures = 0;
+          schedule(shown > before ? 0 : Math.min(30000, 1000 * Math.pow(2, failures++)));
+        });
+    }
+
+    function seen(seq) {
+      if (seq > wanted) wanted = seq;
+      if (wanted <= shown || fetching) return;  // a running refetch checks `wanted` when it ends
+      // Several frames often arrive together (one per saved row); fetch once for all of them.
+      schedule(150);
+    }
+
+    function poll() {
+      fetch(live.getAttribute("data-seq-url"), { cache: "no-store" })
+        .then(function (r) { return r.json(); })
+        .then(function (data) { seen(data.seq); })
+        .catch(function () {});
+    }
+
+    new LiveSocket(function () { return live.getAttribute("data-ws-path"); }, {
+      // The first frame after every (re)connect carries the current sequence, so the page catches up.
+      onFrame: function (frame) { if (frame.type === "status.changed") seen(frame.seq); },
+      onStatus: function (status) {
+        if (status === "live") {
+          clearInterval(pollTimer);
+          pollTimer = null;
+        } else if (status === "offline" && !pollTimer) {
+          pollTimer = setInterval(poll, POLL_MS);
+        }
+      },
+    });
   }
-
-  function seen(seq) {
-    if (seq <= shown) return;
-    pending = seq;
-    // Several frames often arrive together (one per saved row); fetch once for all of them.
-    clearTimeout(seen.timer);
-    seen.timer = setTimeout(function () { pending = null; refetch(); }, 150);
-  }
-
-  function poll() {
-    fetch(live.getAttribute("data-seq-url"), { cache: "no-store" })
-      .then(function (r) { return r.json(); })
-      .then(function (data) { seen(data.seq); })
-      .catch(function () {});
-  }
-
-  function startPolling() {
-    if (!pollTimer) pollTimer = setInterval(poll, POLL_MS);
-  }
-
-  function stopPolling() {
-    clearInterval(pollTimer);
-    pollTimer = null;
-  }
-
-  function connect() {
-    if (!("WebSocket" in window)) { startPolling(); return; }
-    var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
-    socket = new WebSocket(scheme + window.location.host + live.getAttribute("data-ws-path"));
-    socket.onopen = function () { retryMs = 1000; stopPolling(); };
-    socket.onmessage = function (message) {
-      var frame = JSON.parse(message.data);
-      if (frame.type === "status.changed") seen(frame.seq);
-    };
-    socket.onclose = function () {
-      startPolling();
-      setTimeout(connect, retryMs);
-      retryMs = Math.min(retryMs * 2, 60000);
-    };
-  }
-
-  connect();
-})();
+}
