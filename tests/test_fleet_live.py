@@ -2,6 +2,7 @@
 in a real Chromium the page shows new instances and errors without a reload."""
 
 import json
+import re
 
 import httpx
 import pytest
@@ -14,6 +15,8 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from fleet.routing import websocket_urlpatterns
+
+from .conftest import wait_until
 
 APP = URLRouter(websocket_urlpatterns)
 BEAT = {"version": "v2.5.0", "backend": "docker", "host": "ip-10-0-0-1", "queue": "builds.linux",
@@ -91,4 +94,49 @@ def test_fleet_page_shows_new_instances_and_errors_without_reload(asgi_server, p
                json={**BEAT, "state": "starting", "busy": 0, "errors": errors})
     expect(queue.locator(".fleet-errors")).to_contain_text("manifest for travisci/worker:<tag> not found")
     expect(queue.locator(".fleet-versions")).to_contain_text("v2.5.0")
+    assert page.js_errors == []
+
+
+@pytest.mark.browser
+def test_fleet_page_reconnects_after_the_socket_drops_and_catches_up(asgi_server, page, auth, alice):
+    """A heartbeat whose doorbell never reaches the page (held back by the route), then the socket drops: the
+    page reconnects through the shared LiveSocket and refetches its fragment on open."""
+    sockets: list = []
+    dropped: list = []
+
+    def relay(ws):
+        server = ws.connect_to_server()
+
+        def to_page(message):
+            if dropped:
+                dropped.append(message)
+            else:
+                ws.send(message)
+
+        server.on_message(to_page)
+        sockets.append(ws)
+
+    page.route_web_socket(re.compile(r"/ws/fleet/$"), relay)
+    page.goto(f"{asgi_server}/login/?next=/fleet/")
+    page.fill("input[name=username]", "alice")
+    page.fill("input[name=password]", "alice-password")
+    page.click("button[type=submit]")
+    dot = page.locator("#fleet-live-dot")
+    expect(dot).to_have_class("fleet-live-dot on")
+    root = page.locator("#fleet-live")
+    refreshed = root.get_attribute("data-refreshed-at")
+
+    dropped.append("hold")  # from now on, frames from the server stop at the route
+    response = httpx.post(f"{asgi_server}/api/v1/workers/w-1/heartbeat", headers=auth, json=BEAT)
+    assert response.status_code == 200, response.text
+    wait_until(lambda: page.wait_for_timeout(50) or len(dropped) > 1)
+    assert "No worker has sent a heartbeat yet" in root.inner_text()
+
+    dropped.clear()
+    sockets[0].close(code=1012, reason="restarting")
+    queue = page.locator("section.fleet-queue[data-queue='builds.linux']")
+    expect(queue.locator("[data-role=capacity]")).to_have_text("1 busy / 4 slots in service", timeout=30000)
+    expect(dot).to_have_class("fleet-live-dot on")
+    assert len(sockets) == 2
+    assert root.get_attribute("data-refreshed-at") != refreshed
     assert page.js_errors == []
