@@ -38,11 +38,20 @@ def iter_parts(job, attempt: int | None = None, after: int = -1, chunk: int = CH
         yield _part(*row)
 
 
+TRUNCATION_MARKER = "\n\x1b[33;1m[buildboard] Log truncated: it exceeded the {limit} limit.\x1b[0m\n"
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:g} {unit}" if unit == "B" else f"{n:.0f} {unit}"
+        n /= 1024
+    return str(n)
+
+
 def iter_text(job, attempt: int | None = None) -> Iterator[str]:
     """The log's text piece by piece, as log.txt serves it: the parts' content, then the truncation
     marker if the current attempt's log was cut at the cap."""
-    from .models import TRUNCATION_MARKER, _human_bytes  # models use this module too
-
     for part in iter_parts(job, attempt):
         yield part["content"]
     if job.log_truncated and attempt in (None, job.attempt):

@@ -39,15 +39,6 @@ def validate_regex(value: str) -> None:
 EXIT_LINE = re.compile(r"Done\. Your build exited with (-?\d+)\.")
 # Larger logs are not parsed whole for the build page's failure excerpt.
 EXCERPT_MAX_LOG_BYTES = 4 * 1024 * 1024
-TRUNCATION_MARKER = "\n\x1b[33;1m[buildboard] Log truncated: it exceeded the {limit} limit.\x1b[0m\n"
-
-
-def _human_bytes(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:g} {unit}" if unit == "B" else f"{n:.0f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 class RepositoryQuerySet(models.QuerySet):
