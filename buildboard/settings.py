@@ -196,6 +196,17 @@ CELERY_BEAT_SCHEDULE["alerts-evaluate"] = {
     # A backlog of evaluations is worthless: each one looks at the present.
     "options": {"expires": float(ALERTS_EVALUATE_SECONDS)},
 }
+# Staged rollouts (fleet/rollouts.py): default soak per stage, how long a new version's instances may take to
+# come into service, how recently a target version must have served to pass preflight, how often gates run.
+ROLLOUT_SOAK_MINUTES = envint("ROLLOUT_SOAK_MINUTES", 15)
+ROLLOUT_START_MINUTES = envint("ROLLOUT_START_MINUTES", 5)
+ROLLOUT_PREFLIGHT_HOURS = envint("ROLLOUT_PREFLIGHT_HOURS", 24)
+ROLLOUT_EVALUATE_SECONDS = envint("ROLLOUT_EVALUATE_SECONDS", 30)
+CELERY_BEAT_SCHEDULE["rollouts-check"] = {
+    "task": "fleet.tasks.rollouts_check",
+    "schedule": float(ROLLOUT_EVALUATE_SECONDS),
+    "options": {"expires": float(ROLLOUT_EVALUATE_SECONDS)},
+}
 CELERY_BEAT_SCHEDULE["fleet-prune"] = {"task": "fleet.tasks.fleet_prune", "schedule": 3600.0}
 
 # Status page (incidents/). Pages are cached until something public changes, and at most this long

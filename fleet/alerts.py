@@ -52,6 +52,20 @@ class Param:
 CLEAR = Param("clear_minutes", 5, "Resolve after the condition has been clear for (minutes)", 0, 1440)
 
 
+@dataclass(frozen=True)
+class Scope:
+    """Narrows a rule to one queue's new `version` against its `reference` version, over jobs, errors and
+    instances since `since`: how a rollout gates on the same rules that watch the whole fleet."""
+
+    queue: str
+    version: str
+    reference: str
+    since: datetime
+
+    def window_start(self, since: datetime) -> datetime:
+        return max(since, self.since)
+
+
 @dataclass
 class Finding:
     subject: str
@@ -72,7 +86,8 @@ class Rule:
     def all_params(self) -> tuple[Param, ...]:
         return (*self.params, CLEAR)
 
-    def evaluate(self, p: dict, now: datetime) -> list[Finding]:
+    def evaluate(self, p: dict, now: datetime, scope: Scope | None = None) -> list[Finding]:
+        """Findings as of `now`; with a scope (GATE_RULES only), those about the scope's version or queue."""
         raise NotImplementedError
 
 
@@ -103,12 +118,16 @@ class InconsistentJobs(Rule):
     params = (Param("window_minutes", 60, "Window (minutes)", 1, 10080),
               Param("min_jobs", 3, "Fire at this many inconsistent jobs", 1))
 
-    def evaluate(self, p: dict, now: datetime) -> list[Finding]:
+    def evaluate(self, p: dict, now: datetime, scope: Scope | None = None) -> list[Finding]:
         since = now - timedelta(minutes=p["window_minutes"])
+        if scope:
+            since = scope.window_start(since)
         groups = job_queries.inconsistent_jobs_by_version(since=since, until=now, min_count=p["min_jobs"],
                                                           samples=SAMPLES)
         findings = []
         for g in groups:
+            if scope and (g["queue"], g["worker_version"]) != (scope.queue, scope.version):
+                continue
             queue, version = g["queue"], g["worker_version"] or "(unknown)"
             findings.append(Finding(
                 subject=f"{queue}@{version}", queue=queue, onset_at=g["onset"],
@@ -151,24 +170,34 @@ class VersionFailureRate(Rule):
                     integer=False),
               Param("baseline_hours", 24, "Baseline period for the reference (hours)", 1, 720))
 
-    def evaluate(self, p: dict, now: datetime) -> list[Finding]:
+    def evaluate(self, p: dict, now: datetime, scope: Scope | None = None) -> list[Finding]:
         since = now - timedelta(minutes=p["window_minutes"])
+        if scope:
+            since = scope.window_start(since)
         baseline_since = now - timedelta(hours=p["baseline_hours"])
         window = job_queries.decided_jobs_by_version(since=since, until=now)
         baseline = None
         findings = []
+
+        def compared(q: str, v2: str, version: str) -> bool:
+            # The fleet-wide rule weighs a version against all others; a scoped one against its reference only.
+            return q == scope.queue and v2 == scope.reference if scope else v2 != version
+
+        what = f"{scope.reference} on" if scope else "other versions of"
         for (queue, version), (failed, total) in sorted(window.items()):
+            if scope and (queue, version) != (scope.queue, scope.version):
+                continue
             if total < p["min_jobs"] or failed < p["min_failures"]:
                 continue
-            others = [v for (q, v2), v in window.items() if q == queue and v2 != version]
+            others = [v for (q, v2), v in window.items() if q == queue and compared(q, v2, version)]
             ref_failed, ref_total = sum(v[0] for v in others), sum(v[1] for v in others)
-            reference = f"other versions of {queue} in the same {p['window_minutes']:g} minutes"
+            reference = f"{what} {queue} in the same {p['window_minutes']:g} minutes"
             if ref_total < p["min_jobs"]:
                 if baseline is None:
                     baseline = job_queries.decided_jobs_by_version(since=baseline_since, until=now)
-                others = [v for (q, v2), v in baseline.items() if q == queue and v2 != version]
+                others = [v for (q, v2), v in baseline.items() if q == queue and compared(q, v2, version)]
                 ref_failed, ref_total = sum(v[0] for v in others), sum(v[1] for v in others)
-                reference = f"other versions of {queue} over the last {p['baseline_hours']:g} hours"
+                reference = f"{what} {queue} over the last {p['baseline_hours']:g} hours"
             if ref_total < p["min_jobs"]:
                 continue
             z, p_value = failure_rate_test(failed, total, ref_failed, ref_total)
@@ -200,9 +229,11 @@ class ErrorBurst(Rule):
     params = (Param("window_minutes", 10, "Window (minutes)", 1, 1440),
               Param("min_count", 10, "Fire at this many occurrences", 1))
 
-    def evaluate(self, p: dict, now: datetime) -> list[Finding]:
+    def evaluate(self, p: dict, now: datetime, scope: Scope | None = None) -> list[Finding]:
         since = now - timedelta(minutes=p["window_minutes"])
         recent = WorkerError.objects.filter(at__gte=since, at__lte=now)
+        if scope:
+            recent = recent.filter(at__gte=scope.since, signature__queue=scope.queue, worker__version=scope.version)
         rows = (recent.values("signature_id").annotate(n=Count("id"), onset=Min("at"), last=Max("at"))
                 .filter(n__gte=p["min_count"]))
         sigs = ErrorSignature.objects.in_bulk([r["signature_id"] for r in rows])
@@ -235,9 +266,12 @@ class StuckStarting(Rule):
     params = (Param("starting_minutes", 10, "Starting for longer than (minutes)", 1, 1440),
               Param("min_instances", 1, "Fire at this many instances", 1))
 
-    def evaluate(self, p: dict, now: datetime) -> list[Finding]:
+    def evaluate(self, p: dict, now: datetime, scope: Scope | None = None) -> list[Finding]:
         stuck: dict[str, list[Worker]] = defaultdict(list)
-        for w in Worker.objects.stuck_starting(now, p["starting_minutes"]).order_by("state_since"):
+        candidates = Worker.objects.stuck_starting(now, p["starting_minutes"])
+        if scope:
+            candidates = candidates.filter(queue=scope.queue, version=scope.version)
+        for w in candidates.order_by("state_since"):
             stuck[w.queue].append(w)
         findings = []
         for queue, workers in sorted(stuck.items()):
@@ -265,11 +299,18 @@ class CapacityLow(Rule):
     public_message = "Build capacity on {queue} is reduced; builds may start later than usual."
     params = (Param("percent_of_expected", 100, "Fire below this % of the expected capacity", 1, 100),)
 
-    def evaluate(self, p: dict, now: datetime) -> list[Finding]:
+    def evaluate(self, p: dict, now: datetime, scope: Scope | None = None) -> list[Finding]:
         findings = []
-        for qs in QueueSettings.objects.filter(expected_capacity__gt=0):
+        queues = QueueSettings.objects.filter(expected_capacity__gt=0)
+        if scope:  # capacity belongs to the queue: a rollout that takes instances out of service lowers it
+            queues = queues.filter(queue=scope.queue)
+        for qs in queues:
             workers = list(Worker.objects.in_service(now).filter(queue=qs.queue))
             capacity = sum(w.pool_size for w in workers)
+            if scope:  # instances restarting on the new version are on their way; the start gate times them
+                capacity += sum(Worker.objects.alive(now).filter(queue=qs.queue, version=scope.version,
+                                                                 state=WorkerState.STARTING)
+                                .values_list("pool_size", flat=True))
             floor = qs.expected_capacity * p["percent_of_expected"] / 100
             if capacity >= floor:
                 continue
@@ -299,7 +340,7 @@ class DesiredVersionMissing(Rule):
     public_message = "A fix for builds on {queue} is taking longer than expected to roll out. We are working on it."
     params = (Param("grace_minutes", 15, "Grace period after setting the version (minutes)", 0, 1440),)
 
-    def evaluate(self, p: dict, now: datetime) -> list[Finding]:
+    def evaluate(self, p: dict, now: datetime, scope: Scope | None = None) -> list[Finding]:
         findings = []
         deadline = now - timedelta(minutes=p["grace_minutes"])
         for qs in QueueSettings.objects.exclude(desired_version="").filter(desired_version_set_at__lte=deadline):
@@ -331,7 +372,7 @@ class QueuedTooLong(Rule):
     params = (Param("minutes", 15, "Queued for longer than (minutes)", 1, 1440),
               Param("min_jobs", 1, "Fire at this many jobs", 1))
 
-    def evaluate(self, p: dict, now: datetime) -> list[Finding]:
+    def evaluate(self, p: dict, now: datetime, scope: Scope | None = None) -> list[Finding]:
         groups = job_queries.queued_jobs_by_queue(queued_before=now - timedelta(minutes=p["minutes"]),
                                                   min_count=p["min_jobs"], samples=SAMPLES)
         findings = []
@@ -363,7 +404,7 @@ class StaleJobs(Rule):
               Param("window_minutes", 60, "Window (minutes)", 1, 10080),
               Param("min_jobs", 3, "Fire at this many errored jobs", 1))
 
-    def evaluate(self, p: dict, now: datetime) -> list[Finding]:
+    def evaluate(self, p: dict, now: datetime, scope: Scope | None = None) -> list[Finding]:
         since = now - timedelta(minutes=p["window_minutes"])
         groups = job_queries.stale_errored_jobs_by_queue(since=since, until=now, min_count=p["min_jobs"],
                                                          samples=SAMPLES)
@@ -391,7 +432,7 @@ class LogDeadLetters(Rule):
     params = (Param("window_minutes", 60, "Window (minutes)", 1, 10080),
               Param("min_parts", 1, "Fire at this many parts set aside", 1))
 
-    def evaluate(self, p: dict, now: datetime) -> list[Finding]:
+    def evaluate(self, p: dict, now: datetime, scope: Scope | None = None) -> list[Finding]:
         since = now - timedelta(minutes=p["window_minutes"])
         findings = []
         for g in job_queries.dead_letters_by_queue(since=since, min_count=p["min_parts"], samples=SAMPLES):
@@ -412,6 +453,23 @@ class LogDeadLetters(Rule):
 RULES: dict[str, Rule] = {r.kind: r for r in (
     InconsistentJobs(), VersionFailureRate(), ErrorBurst(), StuckStarting(), CapacityLow(),
     DesiredVersionMissing(), QueuedTooLong(), StaleJobs(), LogDeadLetters())}
+
+class RolloutHalted(Rule):
+    """Not evaluated with the others: fleet/rollouts.py raises it when a rollout's gate fires, and it stays
+    open until staff acknowledge or resolve it (the rollback itself is already done)."""
+
+    kind = "rollout_halted"
+    label = "Rollout halted and rolled back"
+    description = "A staged rollout's gate fired for the new version; the queue was rolled back automatically."
+    public_message = ("A worker update on {queue} misbehaved and was rolled back automatically. Builds that "
+                      "failed unexpectedly in the meantime can be restarted.")
+
+
+# Alert kinds raised outside evaluate(): their labels and public messages for pages and incident drafts.
+ALERT_KINDS: dict[str, Rule] = {**RULES, RolloutHalted.kind: RolloutHalted()}
+
+# The rules that honour a Scope: a rollout's gates (fleet/rollouts.py). The others look at the whole fleet.
+GATE_RULES = (InconsistentJobs.kind, VersionFailureRate.kind, ErrorBurst.kind, StuckStarting.kind, CapacityLow.kind)
 
 
 def rule_params(kind: str, row: AlertRule | None = None) -> dict:
@@ -451,7 +509,7 @@ def alert_rule_update(*, kind: str, enabled: bool, raw: dict, user, now: datetim
 # --- lifecycle -------------------------------------------------------------------------------------
 
 
-def _alert_raise(kind: str, finding: Finding, now: datetime) -> Alert | None:
+def alert_raise(kind: str, finding: Finding, now: datetime) -> Alert | None:
     """Open an alert for the finding, or refresh the open one; returns the alert if newly fired."""
     fields = {"title": finding.title[:255], "summary": finding.summary,
               "evidence": {**finding.evidence, "queues": [finding.queue]}, "last_seen_at": now}
@@ -514,7 +572,7 @@ def alerts_evaluate(*, now: datetime | None = None) -> Evaluation:
             log.exception("alert rule %s failed", kind)
             continue
         for finding in findings:
-            fired = _alert_raise(kind, finding, now)
+            fired = alert_raise(kind, finding, now)
             if fired is not None:
                 result.fired.append(fired)
         current = {f.subject for f in findings}
@@ -540,7 +598,7 @@ def alert_draft_incident(*, alert: Alert, user) -> str:
         if alert.incident_url:
             return alert.incident_url
         queues = alert.evidence.get("queues") or []
-        rule = RULES.get(alert.rule, Rule())
+        rule = ALERT_KINDS.get(alert.rule, Rule())
         where = ", ".join(queues) or "some queues"
         # The draft is public once published: a plain title and message, not the internal evidence.
         incident = incident_draft_from_alert(title=f"{rule.label or 'Problem'} on {where}"[:200],

@@ -4,6 +4,7 @@ These models were born in the jobs app and keep its tables (Meta.db_table), so m
 copied no data; see migrations/0001_initial.py."""
 
 import hashlib
+import math
 import re
 from datetime import timedelta
 
@@ -61,6 +62,7 @@ class Worker(models.Model):
     first_seen_at = models.DateTimeField(default=timezone.now)
     last_seen_at = models.DateTimeField(default=timezone.now, db_index=True)
     drain_requested = models.BooleanField(default=False, help_text="Staff asked this one instance to drain.")
+    image = models.CharField(max_length=255, blank=True, help_text="registry/repository:tag, if the worker says.")
     heartbeats = models.PositiveBigIntegerField(default=0)
     seq = models.PositiveIntegerField(default=0)
 
@@ -85,7 +87,7 @@ class Worker(models.Model):
         """Fold one heartbeat into this locked worker and save it.
 
         Returns whether anything an observer would notice changed, and the version change if any."""
-        material = ("queue", "version", "backend", "host", "pool_size", "busy", "state")
+        material = ("queue", "version", "backend", "host", "pool_size", "busy", "state", "image")
         first = self.heartbeats == 0
         before = {f: getattr(self, f) for f in material}
         change = None
@@ -95,7 +97,7 @@ class Worker(models.Model):
             self.state_since = now
         was_silent = not first and self.is_silent(now)
         for f in material:
-            setattr(self, f, beat[f])
+            setattr(self, f, beat.get(f, "") if f == "image" else beat[f])
         self.last_seen_at = now
         self.heartbeats += 1
         changed = first or was_silent or before != {f: getattr(self, f) for f in material}
@@ -326,3 +328,172 @@ class AlertNotification(models.Model):
 
     def __str__(self) -> str:
         return f"{self.alert_id} {self.event} via {self.channel}"
+
+
+# Image pulls that fail: the registry has no such tag (the 2017 missing v2.5.0), or refuses it.
+IMAGE_PULL_ERROR = re.compile(r"manifest (?:for \S+ )?(?:\S+ )?not found|manifest unknown|pull access denied|"
+                              r"repository \S+ not found|ErrImagePull|ImagePullBackOff", re.I)
+
+
+class VersionSighting(models.Model):
+    """What heartbeats showed of one version on one queue: when an instance last served on it, and when one
+    last failed to pull its image. Rollout preflight reads it; worker rows alone forget a version once their
+    instances move on."""
+
+    queue = models.CharField(max_length=100)
+    version = models.CharField(max_length=64)
+    image = models.CharField(max_length=255, blank=True)
+    last_in_service_at = models.DateTimeField(null=True, blank=True)
+    last_pull_error_at = models.DateTimeField(null=True, blank=True)
+    last_pull_error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["queue", "version"], name="versionsighting_unique")]
+        ordering = ["queue", "version"]
+
+    def __str__(self) -> str:
+        return f"{self.queue}@{self.version}"
+
+
+class RolloutState(models.TextChoices):
+    RUNNING = "running"
+    PAUSED = "paused"
+    HALTED = "halted"  # a gate fired: rolled back to the previous version automatically
+    ABORTED = "aborted"  # staff stopped it: rolled back to the previous version
+    COMPLETED = "completed"
+
+
+ACTIVE_ROLLOUT_STATES = (RolloutState.RUNNING, RolloutState.PAUSED)
+FINAL_ROLLOUT_STATES = (RolloutState.HALTED, RolloutState.ABORTED, RolloutState.COMPLETED)
+DEFAULT_STAGES = ["1", "10%", "50%", "100%"]
+STAGE_PATTERN = re.compile(r"([1-9][0-9]{0,5})(%?)")
+
+
+def stage_size(stage: str, instances: int) -> int:
+    """How many of `instances` run the new version at a stage: "3" is three instances, "10%" a tenth,
+    rounded up (at least one)."""
+    count, percent = STAGE_PATTERN.fullmatch(stage).groups()
+    if percent:
+        return min(instances, max(1, math.ceil(int(count) * instances / 100)))
+    return min(instances, int(count))
+
+
+def stages_problem(stages: list[str]) -> str | None:
+    """Why a list of stages is not a plan, or None: counts of instances first, then percentages, each
+    strictly larger than the one before, ending at 100%."""
+    if not stages:
+        return "stages must not be empty"
+    last, previous = (0, 0), ""
+    for stage in stages:
+        m = STAGE_PATTERN.fullmatch(stage)
+        if m is None:
+            return f"stage {stage!r} is neither a number of instances (e.g. 1) nor a percentage (e.g. 10%)"
+        key = (1 if m.group(2) else 0, int(m.group(1)))
+        if key[0] and key[1] > 100:
+            return f"stage {stage!r} is more than 100%"
+        if key <= last:
+            return f"stages must be increasing: {stage} comes after {previous}"
+        last, previous = key, stage
+    if stages[-1] != "100%":
+        return "the last stage must be 100%"
+    return None
+
+
+def instance_rank(name: str) -> str:
+    """A stable place for an instance in every rollout's order: the same instances are canaries on every
+    heartbeat and after any restart, with no state kept outside the database."""
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+class RolloutQuerySet(models.QuerySet):
+    def active(self) -> "RolloutQuerySet":
+        return self.filter(state__in=ACTIVE_ROLLOUT_STATES)
+
+
+class Rollout(models.Model):
+    """A staged move of one queue from `previous_version` to `version`, gated between and during stages."""
+
+    queue = models.CharField(max_length=100)
+    version = models.CharField(max_length=64)
+    previous_version = models.CharField(max_length=64)
+    stages = models.JSONField(default=list, help_text='e.g. ["1", "10%", "50%", "100%"]')
+    soak_minutes = models.FloatField(default=15)
+    state = models.CharField(max_length=16, choices=RolloutState.choices, default=RolloutState.RUNNING)
+    stage = models.PositiveIntegerField(default=0, help_text="Index into stages of the current stage.")
+    stage_started_at = models.DateTimeField(default=timezone.now)
+    paused_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True,
+                                   related_name="+")
+    finished_at = models.DateTimeField(null=True, blank=True)
+    reason = models.TextField(blank=True, help_text="Why it halted or was aborted.")
+    last_check_at = models.DateTimeField(null=True, blank=True)
+    last_gates = models.JSONField(default=dict, blank=True, help_text="The latest gate results.")
+    alert = models.ForeignKey(Alert, models.SET_NULL, null=True, blank=True, related_name="+")
+
+    objects = RolloutQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["queue"], condition=Q(state__in=["running", "paused"]),
+                                    name="rollout_one_active_per_queue"),
+        ]
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.queue} {self.previous_version} → {self.version} ({self.state})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("rollouts-detail", args=[self.pk])
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in ACTIVE_ROLLOUT_STATES
+
+    @property
+    def stage_label(self) -> str:
+        return self.stages[self.stage] if self.stage < len(self.stages) else ""
+
+    def soak_ends_at(self):
+        return self.stage_started_at + timedelta(minutes=self.soak_minutes)
+
+    def chosen(self, names: list[str]) -> set[str]:
+        """The instances among `names` (the queue's current instances) that run the new version now."""
+        if self.state == RolloutState.COMPLETED:
+            return set(names)
+        if self.state not in ACTIVE_ROLLOUT_STATES:
+            return set()
+        ranked = sorted(names, key=instance_rank)
+        return set(ranked[: stage_size(self.stage_label, len(ranked))])
+
+
+class RolloutEvent(models.Model):
+    """One line of a rollout's timeline: stages, gate checks with their evidence, and who decided what."""
+
+    class Kind(models.TextChoices):
+        STARTED = "started"
+        STAGE_STARTED = "stage_started"
+        STAGE_FINISHED = "stage_finished"
+        GATES = "gates"
+        HALTED = "halted"
+        PAUSED = "paused"
+        RESUMED = "resumed"
+        PROMOTED = "promoted"
+        ABORTED = "aborted"
+        COMPLETED = "completed"
+
+    rollout = models.ForeignKey(Rollout, models.CASCADE, related_name="events")
+    at = models.DateTimeField(default=timezone.now)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    stage = models.PositiveIntegerField(default=0)
+    actor = models.CharField(max_length=150, help_text="A user name, or 'gates' for the automatic checks.")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+")
+    message = models.TextField(blank=True)
+    evidence = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["rollout", "at"])]
+
+    def __str__(self) -> str:
+        return f"{self.rollout_id} {self.at:%H:%M:%S} {self.kind}"

@@ -12,7 +12,17 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from .events import announce_fleet
-from .models import ErrorSignature, QueueSettings, Worker, WorkerError, WorkerState, error_signature
+from .models import (
+    IMAGE_PULL_ERROR,
+    ErrorSignature,
+    QueueSettings,
+    Rollout,
+    VersionSighting,
+    Worker,
+    WorkerError,
+    WorkerState,
+    error_signature,
+)
 
 
 def _locked_worker(name: str, beat: dict, now: datetime) -> Worker:
@@ -67,6 +77,46 @@ def _record_errors(worker: Worker, errors: list[dict], now: datetime) -> int:
     return fresh_total
 
 
+# --- what heartbeats see of a rollout (fleet/rollouts.py) ----------------------------------------------
+
+
+def queue_instances(queue: str, now: datetime) -> list[str]:
+    """The instances a rollout of the queue divides into stages: not stopped and heard from lately."""
+    return list(Worker.objects.filter(queue=queue).recent(now).exclude(state=WorkerState.STOPPED)
+                .values_list("name", flat=True))
+
+
+def desired_version_for(worker: Worker, queue_settings: QueueSettings, now: datetime) -> str | None:
+    """What the heartbeat answer tells this instance to run: the plan's choice while a rollout is active."""
+    rollout = Rollout.objects.active().filter(queue=worker.queue).first()
+    if rollout is None:
+        return queue_settings.desired_version or None
+    if worker.name in rollout.chosen(queue_instances(worker.queue, now)):
+        return rollout.version
+    return rollout.previous_version
+
+
+def sighting_record(*, worker: Worker, errors: list[dict], now: datetime) -> None:
+    """Remember that the worker's version served, or failed to pull its image (for preflight)."""
+    pull_errors = [e for e in errors if IMAGE_PULL_ERROR.search(e["message"])]
+    if worker.state != WorkerState.IN_SERVICE and not pull_errors:
+        return
+    changes: dict = {}
+    if worker.image:
+        changes["image"] = worker.image
+    if worker.state == WorkerState.IN_SERVICE:
+        changes["last_in_service_at"] = now
+    if pull_errors:
+        latest = max(pull_errors, key=lambda e: e["at"])
+        changes.update(last_pull_error_at=min(latest["at"], now), last_pull_error=latest["message"][:500])
+    if not VersionSighting.objects.filter(queue=worker.queue, version=worker.version).update(**changes):
+        try:
+            with transaction.atomic():
+                VersionSighting.objects.create(queue=worker.queue, version=worker.version, **changes)
+        except IntegrityError:  # a concurrent first heartbeat of the version created it
+            VersionSighting.objects.filter(queue=worker.queue, version=worker.version).update(**changes)
+
+
 @transaction.atomic
 def worker_heartbeat(*, name: str, beat: dict, errors: list[dict], now: datetime | None = None) -> dict:
     """Record one heartbeat; returns what the worker should do: {desired_version, drain}."""
@@ -76,8 +126,9 @@ def worker_heartbeat(*, name: str, beat: dict, errors: list[dict], now: datetime
     new_errors = _record_errors(worker, errors, now) if errors else 0
     if changed or new_errors:
         announce_fleet("heartbeat", worker=worker.name, seq=worker.seq)
+    sighting_record(worker=worker, errors=errors, now=now)
     queue = QueueSettings.for_queue(worker.queue)
-    return {"desired_version": queue.desired_version or None, "drain": queue.drain_for(worker)}
+    return {"desired_version": desired_version_for(worker, queue, now), "drain": queue.drain_for(worker)}
 
 
 @transaction.atomic

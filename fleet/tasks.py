@@ -12,7 +12,7 @@ from django.core.cache import cache
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
-from . import alerts, notify, services
+from . import alerts, notify, rollouts, services
 from .models import AlertState
 
 ALERTS_LOCK = "alerts-evaluate-running"
@@ -42,6 +42,28 @@ def alerts_evaluate() -> None:
         alerts_evaluate_and_notify()
     finally:
         cache.delete(ALERTS_LOCK)
+
+
+ROLLOUTS_LOCK = "rollouts-check-running"
+
+
+def rollouts_check_and_notify(*, now: datetime | None = None) -> list:
+    """Check every active rollout's gates; notify staff of each halt's alert."""
+    fired = rollouts.rollouts_check(now=now)
+    for alert in fired:
+        _notify_on_commit(alert.pk, AlertState.FIRING)
+    return fired
+
+
+@shared_task(acks_late=True)
+def rollouts_check() -> None:
+    """Beat runs this every ROLLOUT_EVALUATE_SECONDS; like alert evaluation, one run at a time."""
+    if not cache.add(ROLLOUTS_LOCK, "1", timeout=max(60, 4 * settings.ROLLOUT_EVALUATE_SECONDS)):
+        return
+    try:
+        rollouts_check_and_notify()
+    finally:
+        cache.delete(ROLLOUTS_LOCK)
 
 
 @shared_task(acks_late=True)

@@ -19,7 +19,7 @@ from accounts import permissions
 from jobs import queries as job_queries
 
 from . import alerts, services
-from .models import Alert, AlertState, Worker
+from .models import Alert, AlertState, Rollout, RolloutEvent, Worker
 from .overview import fleet_overview
 
 MAX_CAPACITY = 1_000_000
@@ -191,7 +191,7 @@ def _evidence_sections(evidence: dict) -> dict:
 @staff_required
 def alert_detail(request: HttpRequest, alert_id: int) -> HttpResponse:
     alert = get_object_or_404(Alert, pk=alert_id)
-    rule = alerts.RULES.get(alert.rule)
+    rule = alerts.ALERT_KINDS.get(alert.rule)
     ctx = {"alert": alert, "rule": rule, "evidence": _evidence_sections(alert.evidence),
            "earlier": Alert.objects.filter(rule=alert.rule, subject=alert.subject).exclude(pk=alert.pk)[:10]}
     return render(request, "fleet/alert_detail.html", ctx)
@@ -238,3 +238,31 @@ def alert_rules(request: HttpRequest) -> HttpResponse:
         rules.append({"rule": rule, "row": rows[kind], "errors": errors.get(kind, []),
                       "params": [(p, values[p.name]) for p in rule.all_params()]})
     return render(request, "fleet/alert_rules.html", {"rules": rules}, status=400 if any(errors.values()) else 200)
+
+
+def _rollout_stages(rollout: Rollout, events: list[RolloutEvent]) -> list[dict]:
+    """Each stage with its start, finish and the jobs that ran on either version meanwhile."""
+    stages = [{"number": i + 1, "label": label, "started": None, "finished": None, "jobs": None}
+              for i, label in enumerate(rollout.stages)]
+    for e in events:
+        if e.stage >= len(stages):
+            continue
+        row = stages[e.stage]
+        if e.kind == RolloutEvent.Kind.STAGE_STARTED:
+            row["started"] = e.at
+        elif e.kind in (RolloutEvent.Kind.STAGE_FINISHED, RolloutEvent.Kind.HALTED):
+            row["finished"], row["ended_by"] = e.at, e.kind
+            jobs = e.evidence.get("jobs") or {}
+            row["jobs"] = [(v, jobs.get(v, {})) for v in (rollout.version, rollout.previous_version)]
+    return stages
+
+
+@require_GET
+@staff_required
+def rollout_detail(request: HttpRequest, rollout_id: int) -> HttpResponse:
+    rollout = get_object_or_404(Rollout.objects.select_related("created_by", "alert"), pk=rollout_id)
+    events = list(rollout.events.select_related("user"))
+    gate_checks = [(e, sorted((e.evidence.get("gates") or {}).items())) for e in events if e.evidence.get("gates")]
+    ctx = {"rollout": rollout, "events": events, "stages": _rollout_stages(rollout, events),
+           "gate_checks": gate_checks, "latest_gates": sorted((rollout.last_gates or {}).items())}
+    return render(request, "fleet/rollout_detail.html", ctx)
