@@ -42,17 +42,21 @@ class Instance:
     desired_version: str | None = None
     drain: bool = False
     running: list[int] = field(default_factory=list)
+    booting: bool = False  # restarted on another version: reports starting once, then serves
 
 
 class SyntheticFleet:
     def __init__(self, post: Post, now: Callable[[], datetime], *, queue: str = "builds.linux", seed: int = 0,
-                 benign_error_rate: float = 0.0):
+                 benign_error_rate: float = 0.0, follow_desired: bool = False):
         self.post, self.now, self.queue = post, now, queue
         self.rng = random.Random(seed)
         self.instances: dict[str, Instance] = {}
         self.behaviour: dict[str, Behaviour] = {}
         self.waiting: list[int] = []
         self.benign_error_rate = benign_error_rate
+        # Instances that do what the heartbeat answer says: restart on the desired version between jobs.
+        self.follow_desired = follow_desired
+        self.missing_images: set[str] = set()  # versions whose image tag the registry does not have
         self.builds = 0
         self.counter = 0
 
@@ -87,9 +91,12 @@ class SyntheticFleet:
                 n=self.rng.randint(1, 500))})
         status, body = self.post(f"/api/v1/workers/{inst.name}/heartbeat", {
             "version": inst.version, "backend": "docker", "host": f"{inst.name}.internal", "queue": self.queue,
-            "pool_size": inst.pool_size, "busy": inst.busy, "state": inst.state, "errors": inst.errors})
+            "pool_size": inst.pool_size, "busy": inst.busy, "state": inst.state, "errors": inst.errors,
+            "image": f"travisci/worker:{inst.version}"})
         assert status == 200, body
         inst.errors = []
+        if inst.booting and not inst.image_missing:
+            inst.booting, inst.state = False, "in_service"  # came up; says so in its next heartbeat
         inst.desired_version, inst.drain = body["desired_version"], body["drain"]
         if inst.drain and inst.state == "in_service":
             inst.state = "draining"
@@ -129,6 +136,10 @@ class SyntheticFleet:
             for job_id in inst.running if inst.state in ("in_service", "draining") else []:
                 self._finish(inst, job_id)
             inst.running = []
+            wanted = inst.desired_version
+            if self.follow_desired and wanted and wanted != inst.version and inst.state in ("in_service", "starting"):
+                inst.version, inst.state, inst.booting = wanted, "starting", True
+                inst.image_missing = wanted in self.missing_images
             if inst.state != "in_service":
                 inst.busy = 0
                 if inst.state == "draining":

@@ -117,6 +117,21 @@ def api_heartbeat(caller, vis):
     return 200 if caller in ("legacy", "worker in") else 403
 
 
+def api_fleet_operate(caller, vis):
+    """Rollouts: a staff user's personal token only (no caller here holds one: tests/test_rollouts.py does);
+    the permission is decided before the rollout is looked up."""
+    return 401 if caller in PEOPLE else 403
+
+
+def api_fleet_read(caller, vis):
+    """A queue's current rollout: also for staff signed in (none exists here: 404)."""
+    if caller == "anonymous":
+        return 401
+    if caller == "staff":
+        return 404
+    return 403
+
+
 def everyone(status):
     return lambda caller, vis: status
 
@@ -194,6 +209,11 @@ ROUTES = {
     "api-job-restart": [("post", lambda w, v: f"/api/v1/jobs/{job(w, v).pk}/restart", api_operate)],
     "api-job-cancel": [("post", lambda w, v: f"/api/v1/jobs/{job(w, v).pk}/cancel", api_operate)],
     "api-worker-heartbeat": [("post", lambda w, v: "/api/v1/workers/w-1/heartbeat", api_heartbeat)],
+    "api-rollouts": [("post", lambda w, v: "/api/v1/queues/builds.linux/rollouts", api_fleet_operate)],
+    "api-rollouts-current": [("get", lambda w, v: "/api/v1/queues/builds.linux/rollouts/current", api_fleet_read)],
+    **{f"api-rollout-{action}": [("post", lambda w, v, a=action: f"/api/v1/queues/builds.linux/rollouts/1/{a}",
+                                  api_fleet_operate)] for action in ("pause", "resume", "promote", "abort")},
+    "rollouts-detail": [("get", lambda w, v: "/fleet/rollouts/999999/", staff_gate_first)],
     "fleet": [("get", lambda w, v: "/fleet/", staff_only)],
     "fleet-live": [("get", lambda w, v: "/fleet/live", staff_only)],
     "fleet-queue": [("post", lambda w, v: "/fleet/queue", staff_only)],
