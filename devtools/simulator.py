@@ -118,6 +118,9 @@ class SimulatedWorker:
         self.state, self.state_since = state, time.monotonic()
 
 
+# The version the demo's staged rollouts try and the gates halt: it reports exit-0 jobs as failed.
+BAD_VERSION = "v2.6.2"
+
 # The demo's problems: (name, how long it lasts in seconds).
 PROBLEMS = [("mislabeled-jobs", 300), ("missing-image", 720), ("silent-instance", 180)]
 
@@ -126,7 +129,8 @@ class Fleet:
     def __init__(self, url: str, token: str, rate: float = 6.0, workers: int = 4, seed: int | None = None,
                  line_delay: float = 0.05, heartbeat_interval: float = 15.0, boot_seconds: float = 20.0,
                  problem_every: float = 0.0, build_token: str | None = None,
-                 job_seconds: tuple[float, float] | None = None, long_share: float = 0.2):
+                 job_seconds: tuple[float, float] | None = None, long_share: float = 0.2,
+                 operator_token: str | None = None, rollout_soak: float = 1.0):
         self.url, self.rate, self.line_delay = url.rstrip("/"), rate, line_delay
         # Long jobs (job_seconds, a range) stream steadily for minutes, so a newcomer can watch a tail
         # and try Cancel. The first job is one, then about `long_share` of the rest, one at a time so
@@ -140,6 +144,9 @@ class Fleet:
         # Builds come from a build token where the installation has one (a worker token cannot create them).
         self.build_token = build_token or token
         self.rng = random.Random(seed)
+        # Staged rollouts, with a staff user's personal token: good versions complete, BAD_VERSION halts.
+        self.operator_token, self.rollout_soak = operator_token, rollout_soak
+        self.good_versions = (f"v2.5.{n}" for n in itertools.count(1))
         self.workers = [SimulatedWorker(f"demo-worker-{i}", "v2.5.0", "builds.linux") for i in range(workers)]
         self.jobs: queue.Queue = queue.Queue()
         self.stopping = threading.Event()
@@ -282,7 +289,7 @@ class Fleet:
             if wanted and wanted != worker.version and worker.state == "in_service" and not worker.busy \
                     and not rolling:
                 # Replace one instance at a time, as an autoscaler would: it boots on the new version.
-                worker.version, worker.mislabels = wanted, False
+                worker.version, worker.mislabels = wanted, wanted == BAD_VERSION
                 worker.become("starting")
 
     def start_problem(self, name: str) -> SimulatedWorker:
@@ -328,10 +335,43 @@ class Fleet:
                         print(f"{worker.name}: heartbeat failed: {e}")
                 self.stopping.wait(self.heartbeat_interval)
 
+    def rollout(self, client: httpx.Client, version: str) -> str:
+        """Roll `version` out in stages through the API, as staff would, and wait for the outcome."""
+        queue = self.workers[0].queue
+        plan = self.post(client, f"/api/v1/queues/{queue}/rollouts", {
+            "version": version, "stages": ["1", "50%", "100%"], "soak_minutes": self.rollout_soak, "confirm": True},
+            token=self.operator_token)
+        print(f"demo fleet: rollout {plan['id']} of {version} started: {plan['url']}", flush=True)
+        while not self.stopping.wait(self.heartbeat_interval):
+            current = self.api(client, self.operator_token).get(f"/api/v1/queues/{queue}/rollouts/current")
+            if current["state"] not in ("running", "paused"):
+                print(f"demo fleet: rollout {plan['id']} of {version} {current['state']}"
+                      + (f": {current['reason']}" if current["reason"] else ""), flush=True)
+                if current["state"] == "completed":
+                    with self.lock:
+                        self.base_version = version
+                return current["state"]
+        return "stopped"
+
+    def rollout_loop(self) -> None:
+        """A good version, then the bad one, then a pause; again and again."""
+        with httpx.Client() as client:
+            while not self.stopping.wait(60):
+                try:
+                    self.rollout(client, next(self.good_versions))
+                    if self.stopping.wait(120):
+                        return
+                    self.rollout(client, BAD_VERSION)
+                except (httpx.HTTPError, Refused, TimeoutError) as e:
+                    print(f"demo fleet: rollout failed: {e}", flush=True)
+                self.stopping.wait(max(self.problem_every, 600))
+
     def run(self, builds: int | None = None) -> None:
         self.base_version = self.workers[0].version if self.workers else "v2.5.0"
         threads = [threading.Thread(target=self.worker_loop, args=(w,), daemon=True) for w in self.workers]
         threads.append(threading.Thread(target=self.heartbeat_loop, daemon=True))
+        if self.operator_token:
+            threads.append(threading.Thread(target=self.rollout_loop, daemon=True))
         for t in threads:
             t.start()
         made = 0

@@ -1,5 +1,6 @@
 """Staff pages: the live fleet (rollout and drain controls) and alerts (history, evidence, thresholds)."""
 
+import math
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -10,7 +11,7 @@ from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -18,7 +19,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts import permissions
 from jobs import queries as job_queries
 
-from . import alerts, services
+from . import alerts, rollouts, services
 from .models import Alert, AlertState, Rollout, RolloutEvent, Worker
 from .overview import fleet_overview
 
@@ -42,9 +43,16 @@ def staff_required(view: Callable) -> Callable:
 def _fleet_context() -> dict:
     now = timezone.now()
     starting_minutes = alerts.rule_params(alerts.StuckStarting.kind)["starting_minutes"]
+    queues = fleet_overview(now=now, starting_minutes=starting_minutes)
+    latest = {}
+    for rollout in Rollout.objects.filter(queue__in=[q.queue for q in queues]).order_by("queue", "-created_at"):
+        latest.setdefault(rollout.queue, rollout)  # the active one if any (only one), else the latest
+    for q in queues:
+        q.rollout = latest.get(q.queue)
     return {
         "now": now,
-        "queues": fleet_overview(now=now, starting_minutes=starting_minutes),
+        "queues": queues,
+        "recent_rollouts": Rollout.objects.select_related("created_by")[:10],
         "open_alerts": Alert.objects.open().order_by("-fired_at")[:20],
         "dead_letters": job_queries.dead_letters(samples=10),
         "heartbeat_timeout": settings.FLEET_HEARTBEAT_TIMEOUT,
@@ -266,3 +274,64 @@ def rollout_detail(request: HttpRequest, rollout_id: int) -> HttpResponse:
     ctx = {"rollout": rollout, "events": events, "stages": _rollout_stages(rollout, events),
            "gate_checks": gate_checks, "latest_gates": sorted((rollout.last_gates or {}).items())}
     return render(request, "fleet/rollout_detail.html", ctx)
+
+
+ROLLOUT_ACTIONS = {"pause": rollouts.rollout_pause, "resume": rollouts.rollout_resume,
+                   "promote": rollouts.rollout_promote, "abort": rollouts.rollout_abort}
+
+
+def _clean_rollout_form(post) -> tuple[dict, list[str]]:
+    data, errors = {"queue": post.get("queue", "").strip(), "version": post.get("version", "").strip()}, []
+    if not data["queue"] or len(data["queue"]) > 100:
+        errors.append("Name a queue of at most 100 characters.")
+    if not data["version"] or len(data["version"]) > 64:
+        errors.append("Name the version to roll out (at most 64 characters).")
+    raw_stages = post.get("stages", "").strip()
+    data["stages"] = [s.strip() for s in raw_stages.split(",") if s.strip()] if raw_stages else None
+    raw_soak = post.get("soak_minutes", "").strip()
+    try:
+        data["soak_minutes"] = float(raw_soak) if raw_soak else None
+        if data["soak_minutes"] is not None and not math.isfinite(data["soak_minutes"]):
+            raise ValueError
+    except ValueError:
+        errors.append("Soak must be a number of minutes.")
+    return data, errors
+
+
+@require_POST
+@staff_required
+def fleet_rollout_start(request: HttpRequest) -> HttpResponse:
+    """Start a rollout from the fleet page. Preflight warnings answer with a page that shows them and asks
+    to confirm: the same check as the API's, made on the server."""
+    data, errors = _clean_rollout_form(request.POST)
+    for error in errors:
+        messages.error(request, error)
+    if errors:
+        return redirect("fleet")
+    try:
+        rollout = rollouts.rollout_start(user=request.user, confirm=request.POST.get("confirm") == "1", **data)
+    except rollouts.RolloutRefused as e:
+        if e.extra.get("warnings"):
+            ctx = {"form": {**data, "stages": ", ".join(data["stages"] or []),
+                            "soak_minutes": request.POST.get("soak_minutes", "")},
+                   "warnings": e.extra["warnings"]}
+            return render(request, "fleet/rollout_confirm.html", ctx, status=409)
+        messages.error(request, e.message)
+        return redirect("fleet")
+    messages.success(request, f"{rollout.queue}: rollout of {rollout.version} started.")
+    return redirect(rollout)
+
+
+@require_POST
+@staff_required
+def fleet_rollout_action(request: HttpRequest, rollout_id: int, action: str) -> HttpResponse:
+    rollout = get_object_or_404(Rollout, pk=rollout_id)
+    if action not in ROLLOUT_ACTIONS:
+        raise Http404("No such action")
+    try:
+        ROLLOUT_ACTIONS[action](rollout=rollout, user=request.user)
+    except rollouts.RolloutRefused as e:
+        messages.error(request, e.message)
+    else:
+        messages.success(request, f"Rollout {rollout.pk}: {action} done.")
+    return redirect(rollout if request.POST.get("back") == "timeline" else "fleet")

@@ -214,6 +214,8 @@ ROUTES = {
     **{f"api-rollout-{action}": [("post", lambda w, v, a=action: f"/api/v1/queues/builds.linux/rollouts/1/{a}",
                                   api_fleet_operate)] for action in ("pause", "resume", "promote", "abort")},
     "rollouts-detail": [("get", lambda w, v: "/fleet/rollouts/999999/", staff_gate_first)],
+    "fleet-rollout-start": [("post", lambda w, v: "/fleet/rollouts/start", staff_only)],
+    "fleet-rollout-action": [("post", lambda w, v: "/fleet/rollouts/999999/pause", staff_gate_first)],
     "fleet": [("get", lambda w, v: "/fleet/", staff_only)],
     "fleet-live": [("get", lambda w, v: "/fleet/live", staff_only)],
     "fleet-queue": [("post", lambda w, v: "/fleet/queue", staff_only)],

@@ -98,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
         ]
         if not args.no_demo:
             commands.append(["manage.py", "simulate", "--url", url, "--token", demo["worker_token"],
-                             "--build-token", demo["build_token"], "--rate", str(args.rate)])
+                             "--build-token", demo["build_token"], "--operator-token", demo["operator_token"],
+                             "--rate", str(args.rate)])
         output = _Output()
         for command in commands:
             child = subprocess.Popen([PYTHON, *command], cwd=BASE_DIR, env=env, start_new_session=True,

@@ -19,6 +19,9 @@ DEVELOPER = "developer"
 # The owners of the demo fleet's repositories (devtools.simulator.REPOSITORIES, which the running service may
 # not import; tests/test_accounts.py checks that they agree): the demo build token creates builds in each.
 DEMO_OWNERS = ("acme", "octo")
+# A staff user whose personal token the demo fleet uses to start staged rollouts (fleet/rollouts.py); it has no
+# password, so nobody signs in as it.
+RELEASE_MANAGER = "release-manager"
 
 
 class Command(BaseCommand):
@@ -44,6 +47,11 @@ class Command(BaseCommand):
         stamp = time.time_ns()  # a fresh name per start, however quick the restart
         _, build = token_create(name=f"demo-builds-{stamp}", kind=TokenKind.BUILD, organizations=owners)
         _, worker = token_create(name=f"demo-workers-{stamp}", kind=TokenKind.WORKER, queues=[DEFAULT_QUEUE])
+        manager, _ = get_user_model().objects.get_or_create(username=RELEASE_MANAGER)
+        manager.is_staff, manager.is_active = True, True
+        manager.set_unusable_password()
+        manager.save()
+        _, operator = token_create(name=f"demo-rollouts-{stamp}", kind=TokenKind.PERSONAL, user=manager)
         self.stdout.write(json.dumps({"developer": DEVELOPER, "password": password, "organization": ORG,
                                       "private_repository": f"{ORG}/{PRIVATE_REPOSITORY}", "team": TEAM,
-                                      "build_token": build, "worker_token": worker}))
+                                      "build_token": build, "worker_token": worker, "operator_token": operator}))
