@@ -15,7 +15,7 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 SEED = 7
-MAX_EXAMPLES = 70  # per operation and phase: ~1,400 cases over the 8 operations
+MAX_EXAMPLES = 70  # per operation and phase: ~2,400 cases over the 14 operations
 MIN_CASES = 1000
 
 
@@ -32,4 +32,4 @@ def test_schemathesis_finds_no_failure_in_the_published_api(asgi_server, token, 
     print(f"\nschemathesis: {cases.group(1) if cases else '?'} cases in {seconds:.0f} s, seed {SEED}")
     assert result.returncode == 0, output[-6000:]
     assert cases and int(cases.group(1)) >= MIN_CASES, output[-2000:]
-    assert "8 selected / 8 total" in output
+    assert "14 selected / 14 total" in output
