@@ -4,7 +4,9 @@ Setup: one uvicorn process, a real Celery worker, Redis and PostgreSQL. 50 jobs 
 over the worker API while 300 websocket viewers (6 per job) watch /ws/jobs/N/. For every part and
 every viewer, latency = frame arrival - moment the POST was sent. Printed beside a bare baseline
 measured in the same run: one Redis PUBLISH reaching a subscriber, plus one bare HTTP POST round
-trip to a do-nothing ASGI app under the same uvicorn. Then: how many idle viewers one server
+trip to a do-nothing ASGI app under the same uvicorn. Each job first reports "started": the time from
+that POST to its job.state frame is printed too (state changes are applied in the database, forward
+only, so they are announced after the Celery hop and the commit, unlike log parts). Then: how many idle viewers one server
 process holds (connections opened until --idle-max, all must still get a frame).
 
 The default rate, one POST every 2 s per job (25 POSTs/s in all), is a busy fleet flushing logs; at
@@ -99,6 +101,7 @@ class Viewer:
     def __init__(self, ws_url: str, origin: str):
         self.ws_url, self.origin = ws_url, origin
         self.arrivals: dict[int, float] = {}
+        self.started: float | None = None  # when the job.state frame saying "started" arrived
         self.ready = asyncio.Event()
 
     async def run(self, stop_event: asyncio.Event) -> None:
@@ -114,6 +117,8 @@ class Viewer:
                 if frame["type"] == "log.parts":
                     for part in frame["parts"]:
                         self.arrivals.setdefault(part["number"], now)
+                elif frame["type"] == "job.state" and frame["state"] == "started" and self.started is None:
+                    self.started = now
 
 
 async def stream(base: str, headers: dict, job_ids: list[int], viewers_per_job: int, seconds: float,
@@ -140,12 +145,18 @@ async def stream(base: str, headers: dict, job_ids: list[int], viewers_per_job: 
         on_start()
 
     sent_at: dict[tuple[int, int], float] = {}
+    state_sent: dict[int, float] = {}
     answered: list[float] = []
     retried: list[int] = []
     limits = httpx.Limits(max_connections=len(job_ids))
     async with httpx.AsyncClient(headers=headers, limits=limits, timeout=30) as http:
         async def streamer(index: int, job_id: int) -> None:
             await asyncio.sleep(index / len(job_ids) / rate)  # spread the jobs over the interval
+            # A state change: applied in the database (forward-only), so announced after the Celery hop.
+            state_sent[job_id] = time.perf_counter()
+            r = await http.post(f"{base}/api/v1/jobs/{job_id}/state", json={"state": "started"})
+            if r.status_code != 202:
+                raise RuntimeError(f"{r.status_code}: {r.text[:200]}")
             number, deadline = 0, time.perf_counter() + seconds
             while time.perf_counter() < deadline:
                 tick = time.perf_counter()
@@ -172,6 +183,8 @@ async def stream(base: str, headers: dict, job_ids: list[int], viewers_per_job: 
     await asyncio.gather(*tasks)
 
     latencies, missing = [], 0
+    states = [(v.started - state_sent[job_id]) * 1000 for job_id, group in viewers.items() for v in group
+              if v.started is not None]
     for job_id, group in viewers.items():
         numbers = [n for (j, n) in sent_at if j == job_id]
         for viewer in group:
@@ -183,7 +196,7 @@ async def stream(base: str, headers: dict, job_ids: list[int], viewers_per_job: 
                     latencies.append((arrived - sent_at[(job_id, number)]) * 1000)
     if retried:
         print(f"  {len(retried)} POSTs were resent after a dropped connection")
-    return latencies, answered, len(sent_at), missing
+    return latencies, answered, len(sent_at), missing, states
 
 
 async def idle_capacity(base: str, job_id: int, maximum: int, server_pid: int, announce) -> tuple[int, float, int]:
@@ -321,7 +334,7 @@ def run_once(args, run: int, profile: bool) -> dict:
             nonlocal profiler
             profiler = Profiler(web.pid, args.seconds, Path(f"/tmp/bench-tail-profile-{os.getpid()}-{run}.txt"))
 
-        latencies, answered, sent, missing = asyncio.run(stream(
+        latencies, answered, sent, missing, states = asyncio.run(stream(
             base, headers, job_ids, args.viewers // args.jobs, args.seconds, args.rate,
             on_start=start_profiler if profile else None))
 
@@ -335,7 +348,7 @@ def run_once(args, run: int, profile: bool) -> dict:
         stop(*processes)
         redis.stop()
     return {"publish": publish, "post": post, "latencies": latencies, "answered": answered, "sent": sent,
-            "missing": missing, "jobs": len(job_ids), "held": held, "rss": rss, "reached": reached,
+            "missing": missing, "states": states, "jobs": len(job_ids), "held": held, "rss": rss, "reached": reached,
             "profile": profiler.summary(args.profile_top) if profiler else None}
 
 
@@ -353,12 +366,17 @@ def report(args, figures: dict) -> dict:
     print(f"POST -> websocket frame: p50 {p50:.1f} ms, p90 {pct(latencies, 0.9):.1f} ms, p99 {p99:.1f} ms, "
           f"max {max(latencies):.1f} ms")
     print(f"ratio p50 / baseline: {p50 / base_p50:.2f}  (target <= 5);  p99 {p99:.0f} ms (target <= 250)")
+    states = figures["states"]
+    if states:
+        print(f"state POST -> job.state frame (after the Celery hop and commit): "
+              f"p50 {statistics.median(states):.1f} ms, p99 {pct(states, 0.99):.1f} ms, {len(states)} deliveries")
     if figures["held"] is not None:
         print(f"idle viewers held by one uvicorn process: {figures['held']} (target >= 1000), server RSS "
               f"{figures['rss']:.0f} MB, {figures['reached']} of them got the next frame")
     if figures["profile"]:
         print(figures["profile"])
-    return {"p50": p50, "p99": p99, "ratio": p50 / base_p50, "answer": statistics.median(answered)}
+    return {"p50": p50, "p99": p99, "ratio": p50 / base_p50, "answer": statistics.median(answered),
+            "state": statistics.median(states) if states else float("nan")}
 
 
 def main() -> None:
@@ -391,7 +409,8 @@ def main() -> None:
     if args.runs > 1:
         print(f"--- spread over {args.runs} runs (min / median / max)")
         for key, label, unit in (("p50", "POST -> frame p50", " ms"), ("p99", "POST -> frame p99", " ms"),
-                                 ("ratio", "p50 / baseline", ""), ("answer", "POST answered p50", " ms")):
+                                 ("ratio", "p50 / baseline", ""), ("answer", "POST answered p50", " ms"),
+                                 ("state", "state frame p50", " ms")):
             values = [r[key] for r in results]
             print(f"{label:>20}: {min(values):.2f}{unit} / {statistics.median(values):.2f}{unit} / "
                   f"{max(values):.2f}{unit}")
