@@ -6,8 +6,8 @@ every viewer, latency = frame arrival - moment the POST was sent. Printed beside
 measured in the same run: one Redis PUBLISH reaching a subscriber, plus one bare HTTP POST round
 trip to a do-nothing ASGI app under the same uvicorn. Each job first reports "started": the time from
 that POST to its job.state frame is printed too (state changes are applied in the database, forward
-only, so they are announced after the Celery hop and the commit, unlike log parts). Then: how many idle viewers one server
-process holds (connections opened until --idle-max, all must still get a frame).
+only, so they are announced after the Celery hop and the commit, unlike log parts). Then: how many
+idle viewers one server process holds (connections opened until --idle-max, all must still get a frame).
 
 The default rate, one POST every 2 s per job (25 POSTs/s in all), is a busy fleet flushing logs; at
 --rate 1 a single uvicorn process on a 2-core machine saturates in the worker API and latency climbs
