@@ -150,3 +150,25 @@ def test_an_earlier_attempts_buffered_parts_are_not_read(client, auth, job):
     assert [p["content"] for p in logread.read_parts(job, attempt=1)] == ["first attempt\n"]
     job.attempt = 2  # as a restart leaves it: the drain drops parts of attempt 1
     assert logread.read_parts(job, attempt=1) == [] and logread.read_parts(job) == []
+
+
+def test_a_flush_that_cannot_be_published_is_left_to_the_sweep(caplog, settings):
+    """The log POST does not wait for the flush task's publish: its parts are durable already."""
+    import time
+
+    from buildboard import celery_app
+    from buildboard.lib.publish import enqueue_soon
+
+    class Unpublishable:
+        app = celery_app
+
+        @staticmethod
+        def delay(*args, **kwargs):
+            raise ConnectionError("broker away")
+
+    celery_app.conf.task_always_eager = False
+    enqueue_soon(Unpublishable, 1, "token")  # does not raise
+    deadline = time.monotonic() + 5
+    while "the sweep will schedule its work" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "the sweep will schedule its work" in caplog.text
