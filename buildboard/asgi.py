@@ -25,13 +25,37 @@ class OneHopASGIHandler(ASGIHandler):
         return await sync_to_async(self.get_response, thread_sensitive=True)(request)
 
 
+class ApiASGIHandler(OneHopASGIHandler):
+    """The same URLs and views, loaded with settings.API_MIDDLEWARE (see buildboard/lib/apichain.py)."""
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        # Django's loader reads settings.MIDDLEWARE; it runs once, when the handler is made at start-up.
+        from django.conf import settings
+
+        full = settings.MIDDLEWARE
+        settings.MIDDLEWARE = settings.API_MIDDLEWARE
+        try:
+            super().load_middleware(is_async=False)
+        finally:
+            settings.MIDDLEWARE = full
+
+
 django_asgi_app = OneHopASGIHandler()
+api_asgi_app = ApiASGIHandler()
+
+
+async def http_app(scope, receive, send):
+    """Bearer requests under /api/v1/ take the lean chain; everything else the full one."""
+    app = api_asgi_app if is_lean(scope) else django_asgi_app
+    await app(scope, receive, send)
+
 
 # Imported only after Django is set up, as the routing imports models.
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from buildboard.lib.apichain import is_lean  # noqa: E402
 from buildboard.routing import websocket_urlpatterns  # noqa: E402
 from jobs.ingest import check_persistence  # noqa: E402
 
@@ -39,7 +63,7 @@ check_persistence()  # a 202 promises the part survives a Redis restart: refuse 
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": http_app,
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -69,6 +69,15 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",  # answers locked-out sign-ins (see LOGIN_FAILURE_LIMIT)
 ]
+# The lean chain of Bearer-token requests under /api/v1/ (see buildboard/lib/apichain.py): the same views,
+# without sessions, CSRF (the API's operations are token-only and CSRF-exempt), messages, CSP and frame
+# options (JSON is no page), static files, the status cache or sign-in lockouts.
+API_MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "buildboard.lib.errors.JsonErrorsMiddleware",
+    "buildboard.lib.errors.RequestHygieneMiddleware",
+    "buildboard.lib.apichain.TokenOnlyMiddleware",
+]
 
 ROOT_URLCONF = "buildboard.urls"
 ASGI_APPLICATION = "buildboard.asgi.application"

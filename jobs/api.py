@@ -18,7 +18,7 @@ from accounts.models import ApiToken, TokenKind
 from accounts.tokens import require_token, token_from
 from buildboard.lib.errors import TRANSIENT_ERRORS
 from buildboard.lib.jsonapi import ApiError, Call, Unavailable, openapi_document, operation, respond
-from buildboard.lib.publish import enqueue
+from buildboard.lib.publish import enqueue, enqueue_soon
 
 from . import events, ingest, logread, services, tasks
 from .models import MAX_BUILD_NUMBER, BuildNumbersExhausted, Job, create_build
@@ -193,9 +193,11 @@ def job_log_append(request: HttpRequest, job_id: int, call: Call) -> HttpRespons
         if b"\\u0000" in body:
             body = json.dumps({"parts": [p.model_dump() for p in log.parts]}).encode()
         try:
-            token = ingest.buffer_parts(job.pk, attempt, body)
-            if token:
-                enqueue(tasks.flush_log_parts, job.pk, token)
+            accepted = ingest.accept_parts(job.pk, attempt, body, size=sum(sizes), stored_bytes=job.log_bytes)
+            if accepted.announced_at:  # durable in the buffer and certain to be stored: show it now
+                events.announce_buffered_parts(job, attempt, log.parts, accepted.announced_at)
+            if accepted.token:  # the parts are durable already; the sweep reschedules a lost flush
+                enqueue_soon(tasks.flush_log_parts, job.pk, accepted.token)
         except ingest.BufferFull:
             retry_after = {"Retry-After": str(settings.API_RETRY_AFTER_SECONDS)}
             raise ApiError(429, f"{settings.LOG_BUFFER_MAX_ITEMS} requests of this job are still waiting to be "

@@ -3,7 +3,7 @@
 Every frame names the job/build and the sequence or part number it is about, so a client that
 notices a gap (channels_redis drops messages when a channel is full) refetches from the database."""
 
-from buildboard.lib.doorbell import announce_on_commit
+from buildboard.lib.doorbell import announce_now, announce_on_commit
 
 ALL_GROUP = "jobs-all"
 
@@ -81,3 +81,23 @@ def announce_log_parts(job, parts) -> None:
         "persisted_through": job.log_persisted_through,
     }
     announce_on_commit([job_group(job.pk)], frame)
+
+
+def announce_buffered_parts(job, attempt: int, parts, at) -> None:
+    """Parts the API has just put in the job's buffer, announced as soon as they are durable there (see
+    ingest.accept_parts); the drain announces nothing more about them. A number repeated in one request
+    is announced once, as it will be stored: the first one."""
+    seen: set[int] = set()
+    frame_parts = []
+    for part in parts:
+        if part.number not in seen:
+            seen.add(part.number)
+            frame_parts.append({"number": part.number, "content": part.content, "final": part.final,
+                                "at": at.isoformat()})
+    announce_now([job_group(job.pk)], {
+        "type": "log.parts",
+        "job_id": job.pk,
+        "attempt": attempt,
+        "parts": frame_parts,
+        "persisted_through": job.log_persisted_through,
+    })

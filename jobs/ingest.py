@@ -37,9 +37,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 
 import redis
 from django.conf import settings
+from django.utils import timezone
 
 from buildboard.lib.errors import TRANSIENT_ERRORS
 
@@ -58,13 +60,29 @@ _lock = threading.Lock()
 _client: tuple[int, redis.Redis] | None = None
 
 # One round trip per request: refuse when the job's backlog is full, else append and, if nobody owns
-# the list, take it (the caller then schedules the flush).
+# the list, take it (the caller then schedules the flush). Returns {owned (-1: full), announced}.
+#
+# Announcing: KEYS[3] counts the bytes ever accepted for the attempt (it starts from the stored bytes,
+# ARGV[6], and only when nothing is buffered, so nothing in flight can be missing from it). While that
+# total is within the log cap (ARGV[7]), every part of the item will certainly be stored, so the item is
+# marked announced (ARGV[10] is its header, else ARGV[9]) and the caller may show it to viewers at once.
 _PUSH = """
-if redis.call('llen', KEYS[1]) >= tonumber(ARGV[2]) then return -1 end
-redis.call('rpush', KEYS[1], ARGV[1])
-if redis.call('set', KEYS[2], ARGV[3], 'NX', 'EX', ARGV[4]) then return 1 end
-return 0
+if redis.call('llen', KEYS[1]) >= tonumber(ARGV[2]) then return {-1, 0} end
+local announced = 0
+if ARGV[5] ~= '' then
+  local total = redis.call('get', KEYS[3])
+  if total or redis.call('llen', KEYS[1]) == 0 then
+    total = tonumber(total or ARGV[6]) + tonumber(ARGV[5])
+    redis.call('set', KEYS[3], total, 'EX', ARGV[8])
+    if total <= tonumber(ARGV[7]) then announced = 1 end
+  end
+end
+redis.call('rpush', KEYS[1], (announced == 1 and ARGV[10] or ARGV[9]) .. ARGV[1])
+local owned = 0
+if redis.call('set', KEYS[2], ARGV[3], 'NX', 'EX', ARGV[4]) then owned = 1 end
+return {owned, announced}
 """
+ACCEPTED_TTL_SECONDS = 7 * 24 * 3600  # an attempt's accepted-bytes total outlives any job that still logs
 # Take or keep ownership (refused only while someone else's lease is live) under a token.
 _OWN = """
 local owner = redis.call('get', KEYS[1])
@@ -127,26 +145,70 @@ def _lease() -> int:
     return settings.LOG_OWNER_LEASE_SECONDS
 
 
-def buffer_parts(job_id: int, attempt: int, body: bytes) -> str | None:
-    """Append one validated request body; returns a flush token if the caller must schedule a flush.
+def _accepted_key(job_id: int, attempt: int) -> str:
+    return f"{settings.CHANNEL_PREFIX}:logbuf-accepted:{job_id}:{attempt}"
 
+
+@dataclass
+class Accepted:
+    token: str | None  # a flush token if the caller must schedule a flush
+    announced_at: datetime | None  # when the parts may be shown to viewers at once (None: after storing)
+
+
+def accept_parts(job_id: int, attempt: int, body: bytes, size: int | None = None, stored_bytes: int = 0) -> Accepted:
+    """Append one validated request body holding `size` bytes of log content to the job's buffer.
+
+    With `size` (and `stored_bytes`, the attempt's stored log bytes as the caller read them), the item is
+    marked announced while the attempt's accepted bytes stay within the log cap: its parts will certainly
+    be stored, so viewers may see them now, and readers (jobs/logread.py) show them until they are.
     Raises BufferFull when the job's backlog is full, and Redis errors when Redis is out of reach."""
     token = uuid.uuid4().hex
-    pushed = _redis().register_script(_PUSH)(
-        keys=[_buffer_key(job_id), _owner_key(job_id)],
-        args=[b"%d\n" % attempt + body, settings.LOG_BUFFER_MAX_ITEMS, token, _lease()])
-    if pushed == -1:
+    now = timezone.now()
+    owned, announced = _redis().register_script(_PUSH)(
+        keys=[_buffer_key(job_id), _owner_key(job_id), _accepted_key(job_id, attempt)],
+        args=[body, settings.LOG_BUFFER_MAX_ITEMS, token, _lease(), "" if size is None else size, stored_bytes,
+              settings.LOG_MAX_BYTES, ACCEPTED_TTL_SECONDS, b"%d\n" % attempt,
+              b"%d %d\n" % (attempt, int(now.timestamp() * 1_000_000))])
+    if owned == -1:
         raise BufferFull(job_id)
-    return token if pushed == 1 else None
+    return Accepted(token if owned == 1 else None, now if announced else None)
+
+
+def buffer_parts(job_id: int, attempt: int, body: bytes) -> str | None:
+    """Append one validated request body, never announced; returns a flush token if the caller must
+    schedule a flush. Raises as accept_parts does."""
+    return accept_parts(job_id, attempt, body).token
 
 
 def _decode(item: bytes) -> Batch:
-    attempt, _, body = item.partition(b"\n")
+    """(attempt, parts); each part says when it was announced ("announced_us", microseconds since the
+    epoch, from the item's header; whatever the worker sent under that name is overwritten) or None."""
+    header, _, body = item.partition(b"\n")
+    attempt, _, announced = header.partition(b" ")
     parts = json.loads(body)["parts"]
     if not isinstance(parts, list) or not all(
             isinstance(p, dict) and type(p.get("number")) is int and isinstance(p.get("content"), str) for p in parts):
         raise ValueError("the buffered item does not hold a list of parts with a number and content")
+    announced_us = int(announced) if announced else None
+    for part in parts:
+        part["announced_us"] = announced_us
     return int(attempt), parts
+
+
+def announced_parts(job_id: int, attempt: int) -> list[dict]:
+    """The announced parts of `attempt` still in the job's buffer, in buffer order (a part number may
+    repeat; the first is the one that will be stored). Unreadable items are skipped."""
+    parts: list[dict] = []
+    for item in _redis().lrange(_buffer_key(job_id), 0, -1):
+        if b" " not in item[:item.find(b"\n")]:
+            continue  # not announced: viewers learn of it once it is stored
+        try:
+            item_attempt, item_parts = _decode(item)
+        except (ValueError, KeyError, TypeError):
+            continue
+        if item_attempt == attempt:
+            parts.extend(item_parts)
+    return parts
 
 
 def _describe(error: BaseException) -> str:

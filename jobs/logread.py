@@ -1,17 +1,25 @@
 """The one way to read a job's log back: every reader goes through here.
 
 The API's `GET /api/v1/jobs/{id}/log?after=N`, the websocket replay (`?after=N`), `/jobs/{id}/log.txt`
-and the pages' failure excerpts all read parts with these functions, so wherever parts live (the
-database today; whatever is still on its way to it, or archived, tomorrow) every reader sees the same
-parts, in part order, each once.
+and the pages' failure excerpts all read parts with these functions, so wherever parts live every reader
+sees the same parts, in part order, each once: the database, plus the parts the API announced from the
+job's Redis buffer (see ingest.accept_parts) that the drain has not stored yet, so a reader that joins
+or refetches sees every part a frame promised.
 
 A part is a dict: {"number": int, "content": str, "final": bool, "at": datetime}."""
 
+import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
+import redis
 from django.conf import settings
 
+from . import ingest
+
 CHUNK_PARTS = 500  # parts fetched per query when streaming
+
+log = logging.getLogger(__name__)
 
 
 def _stored(job, attempt: int, after: int):
@@ -23,19 +31,58 @@ def _part(number: int, content: str, final: bool, at) -> dict:
     return {"number": number, "content": content, "final": final, "at": at}
 
 
+def _buffered(job, attempt: int, after: int) -> list[dict]:
+    """The current attempt's parts announced from the job's Redis buffer and maybe not stored yet, in
+    part order, each number once (the first buffered, as the drain stores it).
+
+    Read BEFORE the database: a part leaves the buffer only after the transaction that stored it has
+    committed, so a part missing from this read is in the database read that follows."""
+    if attempt != job.attempt:
+        return []  # an earlier attempt's buffered parts are never stored
+    try:
+        buffered = ingest.announced_parts(job.pk, attempt)
+    except redis.RedisError as e:  # what is stored is still worth showing; frames say to look again
+        log.warning("reading job %s's buffered log parts failed (%r); showing the stored ones", job.pk, e)
+        return []
+    parts: dict[int, dict] = {}
+    for part in buffered:
+        if part["number"] > after and part["number"] not in parts:
+            at = datetime.fromtimestamp(part["announced_us"] / 1_000_000, UTC)
+            parts[part["number"]] = _part(part["number"], part["content"], bool(part.get("final")), at)
+    return [parts[number] for number in sorted(parts)]
+
+
 def read_parts(job, attempt: int | None = None, after: int = -1, limit: int | None = None) -> list[dict]:
-    """Parts of an attempt (the current one by default) numbered above `after`, in part order; at most
-    `limit` of them."""
-    rows = _stored(job, attempt or job.attempt, after)
+    """Parts of an attempt (the current one by default) numbered above `after`, in part order, each
+    once; at most `limit` of them. Stored parts, and the parts announced from the buffer."""
+    attempt = attempt or job.attempt
+    buffered = _buffered(job, attempt, after)
+    rows = _stored(job, attempt, after)
     if limit is not None:
         rows = rows[:limit]
-    return [_part(*row) for row in rows]
+    parts = [_part(*row) for row in rows]
+    if buffered:
+        stored = {part["number"] for part in parts}
+        if limit is not None and len(parts) == limit:  # the database has more beyond this page
+            buffered = [part for part in buffered if part["number"] < parts[-1]["number"]]
+        parts = sorted([*parts, *(part for part in buffered if part["number"] not in stored)],
+                       key=lambda part: part["number"])
+    return parts if limit is None else parts[:limit]
 
 
 def iter_parts(job, attempt: int | None = None, after: int = -1, chunk: int = CHUNK_PARTS) -> Iterator[dict]:
     """The same parts as read_parts, streamed a chunk of rows at a time (for long logs)."""
-    for row in _stored(job, attempt or job.attempt, after).iterator(chunk_size=chunk):
+    attempt = attempt or job.attempt
+    buffered = _buffered(job, attempt, after)
+    i = 0
+    for row in _stored(job, attempt, after).iterator(chunk_size=chunk):
+        while i < len(buffered) and buffered[i]["number"] < row[0]:
+            yield buffered[i]
+            i += 1
+        if i < len(buffered) and buffered[i]["number"] == row[0]:
+            i += 1  # stored meanwhile: the database's copy
         yield _part(*row)
+    yield from buffered[i:]
 
 
 TRUNCATION_MARKER = "\n\x1b[33;1m[buildboard] Log truncated: it exceeded the {limit} limit.\x1b[0m\n"

@@ -2,7 +2,7 @@
 
 import re
 import secrets
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -324,8 +324,10 @@ class Job(models.Model):
                 self.log_truncated = True
                 break
             self.log_bytes += size
+            announced = part.get("announced_us")  # shown to viewers from the buffer at this time
+            at = datetime.fromtimestamp(announced / 1_000_000, UTC) if announced else timezone.now()
             stored.append(LogPart(job=self, attempt=attempt, number=number, content=part["content"],
-                                  final=bool(part.get("final"))))
+                                  final=bool(part.get("final")), created_at=at))
             if part.get("final") and self.log_final_number is None:
                 self.log_final_number = number
         LogPart.objects.bulk_create(stored)

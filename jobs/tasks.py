@@ -48,7 +48,9 @@ def store_log_parts(job_id: int, batches: list[tuple[int, list[dict]]]) -> None:
             return
         before = (job.exit_code, job.inconsistent, job.log_truncated, job.log_complete)
         stored = job.store_log_parts(job.attempt, parts)
-        events.announce_log_parts(job, stored)
+        # Parts the API announced from the buffer were shown already; the rest are announced now.
+        announced = {part["number"] for part in parts if part.get("announced_us")}
+        events.announce_log_parts(job, [p for p in stored if p.number not in announced])
         if before != (job.exit_code, job.inconsistent, job.log_truncated, job.log_complete):
             events.announce_job(job)
 

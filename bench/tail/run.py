@@ -4,14 +4,22 @@ Setup: one uvicorn process, a real Celery worker, Redis and PostgreSQL. 50 jobs 
 over the worker API while 300 websocket viewers (6 per job) watch /ws/jobs/N/. For every part and
 every viewer, latency = frame arrival - moment the POST was sent. Printed beside a bare baseline
 measured in the same run: one Redis PUBLISH reaching a subscriber, plus one bare HTTP POST round
-trip to a do-nothing ASGI app under the same uvicorn. Then: how many idle viewers one server
-process holds (connections opened until --idle-max, all must still get a frame).
+trip to a do-nothing ASGI app under the same uvicorn. Each job first reports "started": the time from
+that POST to its job.state frame is printed too (state changes are applied in the database, forward
+only, so they are announced after the Celery hop and the commit, unlike log parts). Then: how many
+idle viewers one server process holds (connections opened until --idle-max, all must still get a frame).
 
 The default rate, one POST every 2 s per job (25 POSTs/s in all), is a busy fleet flushing logs; at
 --rate 1 a single uvicorn process on a 2-core machine saturates in the worker API and latency climbs
 to seconds, so that is worth running too when tuning ingestion.
 
     .venv/bin/python bench/tail/run.py [--jobs 50] [--viewers 300] [--seconds 15] [--rate 0.5] [--idle-max 1500]
+                                       [--runs 3] [--profile [--profile-top 25]]
+
+--runs N repeats the whole run (fresh database, Redis and processes each time) and prints the spread
+(min / median / max of p50 and p99), as p99 swings from run to run on a shared 2-core machine.
+--profile samples the uvicorn process with py-spy (every busy thread) while the jobs stream and prints
+the frames with the most own and inclusive time.
 """
 
 import argparse
@@ -93,6 +101,7 @@ class Viewer:
     def __init__(self, ws_url: str, origin: str):
         self.ws_url, self.origin = ws_url, origin
         self.arrivals: dict[int, float] = {}
+        self.started: float | None = None  # when the job.state frame saying "started" arrived
         self.ready = asyncio.Event()
 
     async def run(self, stop_event: asyncio.Event) -> None:
@@ -108,10 +117,12 @@ class Viewer:
                 if frame["type"] == "log.parts":
                     for part in frame["parts"]:
                         self.arrivals.setdefault(part["number"], now)
+                elif frame["type"] == "job.state" and frame["state"] == "started" and self.started is None:
+                    self.started = now
 
 
 async def stream(base: str, headers: dict, job_ids: list[int], viewers_per_job: int, seconds: float,
-                 rate: float) -> tuple[list[float], list[float], int, int]:
+                 rate: float, on_start=None) -> tuple[list[float], list[float], int, int]:
     """Latencies (ms) of every part at every viewer and of each POST's answer; parts sent; (viewer, part)
     pairs missing."""
     ws_base = base.replace("http://", "ws://")
@@ -130,14 +141,22 @@ async def stream(base: str, headers: dict, job_ids: list[int], viewers_per_job: 
             task.result()  # a viewer that failed to connect says why
         raise RuntimeError("viewers did not connect in time")
     await asyncio.sleep(1)
+    if on_start is not None:
+        on_start()
 
     sent_at: dict[tuple[int, int], float] = {}
+    state_sent: dict[int, float] = {}
     answered: list[float] = []
     retried: list[int] = []
     limits = httpx.Limits(max_connections=len(job_ids))
     async with httpx.AsyncClient(headers=headers, limits=limits, timeout=30) as http:
         async def streamer(index: int, job_id: int) -> None:
             await asyncio.sleep(index / len(job_ids) / rate)  # spread the jobs over the interval
+            # A state change: applied in the database (forward-only), so announced after the Celery hop.
+            state_sent[job_id] = time.perf_counter()
+            r = await http.post(f"{base}/api/v1/jobs/{job_id}/state", json={"state": "started"})
+            if r.status_code != 202:
+                raise RuntimeError(f"{r.status_code}: {r.text[:200]}")
             number, deadline = 0, time.perf_counter() + seconds
             while time.perf_counter() < deadline:
                 tick = time.perf_counter()
@@ -164,6 +183,8 @@ async def stream(base: str, headers: dict, job_ids: list[int], viewers_per_job: 
     await asyncio.gather(*tasks)
 
     latencies, missing = [], 0
+    states = [(v.started - state_sent[job_id]) * 1000 for job_id, group in viewers.items() for v in group
+              if v.started is not None]
     for job_id, group in viewers.items():
         numbers = [n for (j, n) in sent_at if j == job_id]
         for viewer in group:
@@ -175,7 +196,7 @@ async def stream(base: str, headers: dict, job_ids: list[int], viewers_per_job: 
                     latencies.append((arrived - sent_at[(job_id, number)]) * 1000)
     if retried:
         print(f"  {len(retried)} POSTs were resent after a dropped connection")
-    return latencies, answered, len(sent_at), missing
+    return latencies, answered, len(sent_at), missing, states
 
 
 async def idle_capacity(base: str, job_id: int, maximum: int, server_pid: int, announce) -> tuple[int, float, int]:
@@ -213,28 +234,79 @@ async def idle_capacity(base: str, job_id: int, maximum: int, server_pid: int, a
 # ---------------------------------------------------------------------------------------------------
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--jobs", type=int, default=50)
-    parser.add_argument("--viewers", type=int, default=300)
-    parser.add_argument("--seconds", type=float, default=15, help="how long the jobs stream")
-    parser.add_argument("--rate", type=float, default=0.5, help="log POSTs per second per job")
-    parser.add_argument("--celery-concurrency", type=int, default=2)
-    parser.add_argument("--baseline-samples", type=int, default=500)
-    parser.add_argument("--idle-max", type=int, default=1500)
-    parser.add_argument("--database-url", default=os.getenv(
-        "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/buildboard_bench_tail"))
-    args = parser.parse_args()
+class Profiler:
+    """py-spy sampling the uvicorn process (every thread, idle ones left out) while the jobs stream."""
 
-    # Every viewer is a socket on each side; children inherit the raised limit.
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    def __init__(self, pid: int, seconds: float, out: Path):
+        self.out = out
+        py_spy = Path(sys.executable).with_name("py-spy")
+        self.process = subprocess.Popen(
+            [str(py_spy if py_spy.exists() else "py-spy"), "record", "--pid", str(pid), "--duration",
+             str(max(1, int(seconds))), "--rate", "100", "--format", "raw", "--output", str(out), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
+    def summary(self, top: int) -> str:
+        _, errors = self.process.communicate(timeout=60)
+        if self.process.returncode or not self.out.exists():
+            return f"  py-spy failed ({self.process.returncode}): {errors.strip()[-400:]}"
+        own: dict[str, int] = {}
+        inclusive: dict[str, int] = {}
+        total = 0
+        for line in self.out.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not stack:
+                continue
+            n = int(count)
+            total += n
+            frames = [_frame_name(f) for f in stack.split(";") if not f.startswith(("process ", "thread "))]
+            if not frames:
+                continue
+            own[frames[-1]] = own.get(frames[-1], 0) + n
+            for frame in set(frames) - _PLUMBING:
+                inclusive[frame] = inclusive.get(frame, 0) + n
+        if not total:
+            return "  py-spy took no samples"
+
+        def table(counts: dict[str, int]) -> list[str]:
+            rows = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
+            return [f"  {100 * n / total:5.1f}%  {name}" for name, n in rows]
+
+        return "\n".join([f"profile of the uvicorn process: {total} samples (100/s, busy threads), raw: {self.out}",
+                          " own time (the frame itself was running):", *table(own),
+                          " inclusive time (the frame was on the stack):", *table(inclusive)])
+
+
+# Frames under everything (thread start, the event loop, the command line), left out of the inclusive table.
+_PLUMBING = {"Thread.run (threading.py)", "Thread._bootstrap (threading.py)",
+             "Thread._bootstrap_inner (threading.py)", "_worker (futures/thread.py)",
+             "_WorkItem.run (futures/thread.py)",
+             "Runner.run (asyncio/runners.py)", "run (asyncio/runners.py)", "asyncio_run (uvicorn/_compat.py)",
+             "Server.run (uvicorn/server.py)", "main (uvicorn/main.py)", "<module> (uvicorn/__main__.py)",
+             "run (uvicorn/main.py)", "Command.invoke (click/core.py)", "Context.invoke (click/core.py)",
+             "BaseCommand.main (click/core.py)", "Command.main (click/core.py)", "__call__ (click/core.py)",
+             "BaseEventLoop.run_forever (asyncio/base_events.py)",
+             "BaseEventLoop.run_until_complete (asyncio/base_events.py)",
+             "_run_module_as_main (<frozen runpy>)", "_run_code (<frozen runpy>)"}
+
+
+def _frame_name(frame: str) -> str:
+    """'function (path/to/file.py:123)' -> 'function (file.py)', so lines of one function add up."""
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    parts = Path(path).parts
+    short = "/".join(parts[-2:]) if len(parts) > 1 else path
+    return f"{name} ({short})"
+
+
+def run_once(args, run: int, profile: bool) -> dict:
+    """One whole run: a fresh database, Redis, web server and Celery worker; returns its figures."""
     redis = ensure_redis()
     env = {**os.environ, "REDIS_URL": redis.url, "DATABASE_URL": args.database_url, "DEBUG": "False",
            "SECRET_KEY": "bench", "SECURE_SSL_REDIRECT": "False", "ALLOWED_HOSTS": "127.0.0.1,localhost",
            "CHANNEL_PREFIX": "benchtail", "PYTHONPATH": str(BASE_DIR)}
     processes = []
+    profiler = None
+    held = rss = reached = None
     try:
         prepare_database(args.database_url)
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=BASE_DIR, env=env, check=True)
@@ -257,30 +329,91 @@ def main() -> None:
             "jobs": [{"config": {}} for _ in range(args.jobs + 1)]}).json()
         job_ids = [j["id"] for j in build["jobs"]]
         idle_job = job_ids.pop()
-        latencies, answered, sent, missing = asyncio.run(stream(base, headers, job_ids, args.viewers // args.jobs,
-                                                      args.seconds, args.rate))
+
+        def start_profiler():  # once the viewers are in, so the profile is of the streaming itself
+            nonlocal profiler
+            profiler = Profiler(web.pid, args.seconds, Path(f"/tmp/bench-tail-profile-{os.getpid()}-{run}.txt"))
+
+        latencies, answered, sent, missing, states = asyncio.run(stream(
+            base, headers, job_ids, args.viewers // args.jobs, args.seconds, args.rate,
+            on_start=start_profiler if profile else None))
 
         def announce():
             return asyncio.to_thread(httpx.post, f"{base}/api/v1/jobs/{idle_job}/log", headers=headers,
                                      json={"parts": [{"number": 0, "content": "hello, idle viewers\n"}]})
 
-        held, rss, reached = asyncio.run(idle_capacity(base, idle_job, args.idle_max, web.pid, announce))
+        if args.idle_max:
+            held, rss, reached = asyncio.run(idle_capacity(base, idle_job, args.idle_max, web.pid, announce))
     finally:
         stop(*processes)
         redis.stop()
+    return {"publish": publish, "post": post, "latencies": latencies, "answered": answered, "sent": sent,
+            "missing": missing, "states": states, "jobs": len(job_ids), "held": held, "rss": rss, "reached": reached,
+            "profile": profiler.summary(args.profile_top) if profiler else None}
 
+
+def report(args, figures: dict) -> dict:
+    publish, post, latencies, answered = (figures[k] for k in ("publish", "post", "latencies", "answered"))
     base_p50 = statistics.median(publish) + statistics.median(post)
     p50, p99 = statistics.median(latencies), pct(latencies, 0.99)
+    load = os.getloadavg()
     print(f"baseline: Redis PUBLISH->subscriber p50 {statistics.median(publish):.2f} ms + bare HTTP POST p50 "
           f"{statistics.median(post):.2f} ms = {base_p50:.2f} ms ({args.baseline_samples} samples each)")
-    print(f"load: {len(job_ids)} jobs x {args.rate:g} POSTs/s for {args.seconds:g} s = {sent} parts; "
-          f"{args.viewers // args.jobs * len(job_ids)} viewers; {len(latencies)} deliveries, {missing} missing")
+    print(f"load: {figures['jobs']} jobs x {args.rate:g} POSTs/s for {args.seconds:g} s = {figures['sent']} parts; "
+          f"{args.viewers // args.jobs * figures['jobs']} viewers; {len(latencies)} deliveries, "
+          f"{figures['missing']} missing; machine load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print(f"POST answered (202):    p50 {statistics.median(answered):.1f} ms, p99 {pct(answered, 0.99):.1f} ms")
     print(f"POST -> websocket frame: p50 {p50:.1f} ms, p90 {pct(latencies, 0.9):.1f} ms, p99 {p99:.1f} ms, "
           f"max {max(latencies):.1f} ms")
     print(f"ratio p50 / baseline: {p50 / base_p50:.2f}  (target <= 5);  p99 {p99:.0f} ms (target <= 250)")
-    print(f"idle viewers held by one uvicorn process: {held} (target >= 1000), server RSS {rss:.0f} MB, "
-          f"{reached} of them got the next frame")
+    states = figures["states"]
+    if states:
+        print(f"state POST -> job.state frame (after the Celery hop and commit): "
+              f"p50 {statistics.median(states):.1f} ms, p99 {pct(states, 0.99):.1f} ms, {len(states)} deliveries")
+    if figures["held"] is not None:
+        print(f"idle viewers held by one uvicorn process: {figures['held']} (target >= 1000), server RSS "
+              f"{figures['rss']:.0f} MB, {figures['reached']} of them got the next frame")
+    if figures["profile"]:
+        print(figures["profile"])
+    return {"p50": p50, "p99": p99, "ratio": p50 / base_p50, "answer": statistics.median(answered),
+            "state": statistics.median(states) if states else float("nan")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=50)
+    parser.add_argument("--viewers", type=int, default=300)
+    parser.add_argument("--seconds", type=float, default=15, help="how long the jobs stream")
+    parser.add_argument("--rate", type=float, default=0.5, help="log POSTs per second per job")
+    parser.add_argument("--celery-concurrency", type=int, default=2)
+    parser.add_argument("--baseline-samples", type=int, default=500)
+    parser.add_argument("--idle-max", type=int, default=1500, help="0 skips the idle-viewer count")
+    parser.add_argument("--runs", type=int, default=1, help="whole runs in a row; the spread is printed after")
+    parser.add_argument("--profile", action="store_true",
+                        help="sample the uvicorn process with py-spy while the jobs stream; print the top frames")
+    parser.add_argument("--profile-top", type=int, default=25)
+    parser.add_argument("--database-url", default=os.getenv(
+        "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/buildboard_bench_tail"))
+    args = parser.parse_args()
+
+    # Every viewer is a socket on each side; children inherit the raised limit.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+    results = []
+    for run in range(1, args.runs + 1):
+        if args.runs > 1:
+            print(f"--- run {run} of {args.runs}")
+        results.append(report(args, run_once(args, run, args.profile)))
+        sys.stdout.flush()
+    if args.runs > 1:
+        print(f"--- spread over {args.runs} runs (min / median / max)")
+        for key, label, unit in (("p50", "POST -> frame p50", " ms"), ("p99", "POST -> frame p99", " ms"),
+                                 ("ratio", "p50 / baseline", ""), ("answer", "POST answered p50", " ms"),
+                                 ("state", "state frame p50", " ms")):
+            values = [r[key] for r in results]
+            print(f"{label:>20}: {min(values):.2f}{unit} / {statistics.median(values):.2f}{unit} / "
+                  f"{max(values):.2f}{unit}")
 
 
 if __name__ == "__main__":

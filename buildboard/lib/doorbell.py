@@ -1,4 +1,5 @@
-"""The doorbell every live page shares: after a commit, a frame to channel-layer groups.
+"""The doorbell every live page shares: after a commit (or once data is durable elsewhere), a frame to
+channel-layer groups.
 
 Every announcer in the apps (jobs, fleet, the status page, access changes) goes through here, so all
 frames leave from one long-lived event loop per process; nothing else calls group_send.
@@ -32,21 +33,35 @@ def _announcer_loop() -> asyncio.AbstractEventLoop:
         return _loop[1]
 
 
+async def _send_all(layer, groups: list[str], message: dict) -> None:
+    for group in groups:
+        await layer.group_send(group, message)
+
+
 def ring(groups: list[str], message: dict) -> None:
     """Send `message` to every group now. For code that already runs after the commit (an on_commit
     callback that must read the committed state first); everything else uses announce_on_commit."""
     layer = get_channel_layer()
     if layer is None:
         return
-
-    async def send_all() -> None:
-        for group in groups:
-            await layer.group_send(group, message)
-
     try:
-        asyncio.run_coroutine_threadsafe(send_all(), _announcer_loop()).result(timeout=10)
+        asyncio.run_coroutine_threadsafe(_send_all(layer, groups, message), _announcer_loop()).result(timeout=10)
     except Exception:  # a lost doorbell is tolerated by design; the data is committed
         log.exception("channel layer announcement failed")
+
+
+def _sent(future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("channel layer announcement failed", exc_info=future.exception())
+
+
+def announce_now(groups: list[str], message: dict) -> None:
+    """Ring at once, without waiting for the frame to go out, about data that is already durable outside
+    the database (log parts in the job's Redis buffer, which the log readers also read)."""
+    layer = get_channel_layer()
+    if layer is not None:
+        asyncio.run_coroutine_threadsafe(_send_all(layer, groups, message), _announcer_loop()).add_done_callback(
+            _sent)
 
 
 def announce_on_commit(groups: list[str], message: dict) -> None:

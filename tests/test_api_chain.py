@@ -1,0 +1,103 @@
+"""The worker API's lean chain (buildboard/lib/apichain.py), through the real ASGI application.
+
+Bearer requests under /api/v1/ skip the browser middleware; everything else keeps it, so CSRF still
+guards every cookie-authenticated POST and every HTML page still carries its CSP."""
+
+import asyncio
+
+import httpx
+import pytest
+from django.conf import settings
+from django.test import Client
+
+from buildboard.lib.apichain import is_lean
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def call(method: str, path: str, *, headers: dict | None = None, cookies: dict | None = None,
+         json=None, data=None) -> httpx.Response:
+    """One request to buildboard.asgi.application, in this process, as uvicorn would pass it."""
+    from buildboard.asgi import application
+
+    async def send() -> httpx.Response:
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver", cookies=cookies) as client:
+            return await client.request(method, path, headers=headers, json=json, data=data)
+
+    return asyncio.run(send())
+
+
+def session_of(user) -> dict:
+    client = Client()
+    client.force_login(user)
+    return {settings.SESSION_COOKIE_NAME: client.cookies[settings.SESSION_COOKIE_NAME].value}
+
+
+@pytest.mark.parametrize(("path", "headers", "lean"), [
+    ("/api/v1/jobs/1/log", [(b"authorization", b"Bearer abc")], True),
+    ("/api/v1/jobs/1/log", [(b"authorization", b"bearer abc")], True),
+    ("/api/v1/builds", [(b"accept", b"*/*"), (b"authorization", b"BEARER abc")], True),
+    ("/api/v1/jobs/1/log", [], False),
+    ("/api/v1/jobs/1/log", [(b"authorization", b"Basic YTpi")], False),
+    ("/api/v1/jobs/1/log", [(b"cookie", b"sessionid=x")], False),
+    ("/jobs/1/cancel", [(b"authorization", b"Bearer abc")], False),
+    ("/api/v2/summary.json", [(b"authorization", b"Bearer abc")], False),
+    ("/api/v1", [(b"authorization", b"Bearer abc")], False),
+])
+def test_only_bearer_requests_under_api_v1_take_the_lean_chain(path, headers, lean):
+    assert is_lean({"type": "http", "path": path, "headers": headers}) is lean
+
+
+def test_a_bearer_post_is_answered_by_the_same_view_without_csrf_or_page_headers(worker_token, job):
+    response = call("POST", f"/api/v1/jobs/{job.pk}/log", headers={"Authorization": f"Bearer {worker_token}"},
+                    json={"parts": [{"number": 0, "content": "hello\n"}]})
+    assert response.status_code == 202, response.text
+    assert response.json() == {"cancel": False, "persisted_through": -1}
+    # The browser chain's marks are absent: no frame options, no session cookie, no Vary: Cookie.
+    assert "X-Frame-Options" not in response.headers
+    assert "Cookie" not in response.headers.get("Vary", "")
+    assert "set-cookie" not in response.headers
+    # The same view's validation and errors.
+    bad = call("POST", f"/api/v1/jobs/{job.pk}/log", headers={"Authorization": f"Bearer {worker_token}"},
+               json={"parts": [{"number": -1, "content": "x"}]})
+    assert bad.status_code == 400 and "error" in bad.json()
+    missing = call("POST", "/api/v1/jobs/999999/log", headers={"Authorization": f"Bearer {worker_token}"},
+                   json={"parts": [{"number": 0, "content": "x"}]})
+    assert missing.status_code == 404 and missing.json()["error"] == "job 999999 does not exist"
+    nowhere = call("GET", "/api/v1/nowhere", headers={"Authorization": f"Bearer {worker_token}"})
+    assert nowhere.status_code == 404 and "error" in nowhere.json()
+
+
+def test_a_bearer_request_is_judged_by_its_token_alone(alice, make_build):
+    job = make_build(repository="acme/secret").jobs.get()
+    job.build.repository.private = True
+    job.build.repository.save(update_fields=["private"])
+    staff = session_of(alice)
+    # Signed in as staff, with no token: the full chain reads the session.
+    assert call("GET", f"/api/v1/jobs/{job.pk}", cookies=staff).status_code == 200
+    # A Bearer request has no session, so the cookie sent along grants nothing: a bad token sees no private job.
+    response = call("GET", f"/api/v1/jobs/{job.pk}", cookies=staff, headers={"Authorization": "Bearer wrong"})
+    assert response.status_code == 404
+
+
+def test_cookie_authenticated_posts_still_need_the_csrf_token(dave, make_build, worker_token):
+    job = make_build().jobs.get()
+    session = session_of(dave)  # dave may operate acme's jobs
+    # The page's form without its CSRF token is refused, with or without an Authorization header.
+    for headers in ({}, {"Authorization": f"Bearer {worker_token}"}):
+        refused = call("POST", f"/jobs/{job.pk}/cancel", cookies=session, headers=headers)
+        assert refused.status_code == 403
+    # A cookie alone authenticates no API call: it needs a token.
+    response = call("POST", f"/api/v1/jobs/{job.pk}/cancel", cookies=session)
+    assert response.status_code == 401
+    job.refresh_from_db()
+    assert not job.cancel_requested
+
+
+def test_html_pages_keep_their_content_security_policy(worker_token, job):
+    for headers in ({}, {"Authorization": f"Bearer {worker_token}"}):
+        page = call("GET", f"/jobs/{job.pk}/", headers=headers)
+        assert page.status_code == 200
+        assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+        assert page.headers["X-Frame-Options"] == "DENY"
