@@ -47,6 +47,7 @@ def _fleet_context() -> dict:
         "queues": fleet_overview(now=now, starting_minutes=starting_minutes),
         "open_alerts": Alert.objects.open().order_by("-fired_at")[:20],
         "dead_letters": job_queries.dead_letters(samples=10),
+        "log_storage": job_queries.log_storage_totals(now=now),
         "heartbeat_timeout": settings.FLEET_HEARTBEAT_TIMEOUT,
         "starting_minutes": starting_minutes,
     }

@@ -2,14 +2,19 @@
 
 The API's `GET /api/v1/jobs/{id}/log?after=N`, the websocket replay (`?after=N`), `/jobs/{id}/log.txt`
 and the pages' failure excerpts all read parts with these functions, so wherever parts live (the
-database today; whatever is still on its way to it, or archived, tomorrow) every reader sees the same
+database, or the archive once the attempt is over: jobs/archive.py) every reader sees the same
 parts, in part order, each once.
 
 A part is a dict: {"number": int, "content": str, "final": bool, "at": datetime}."""
 
 from collections.abc import Iterator
+from itertools import islice
 
 from django.conf import settings
+
+from . import archive as archives
+from .archive import LogUnavailable  # noqa: F401 (readers catch it from here)
+from .states import FINAL_STATES
 
 CHUNK_PARTS = 500  # parts fetched per query when streaming
 
@@ -19,6 +24,22 @@ def _stored(job, attempt: int, after: int):
             .values_list("number", "content", "final", "created_at"))
 
 
+def _archive(job, attempt: int):
+    """The attempt's archive, if its log left the database (only a finished attempt's can have)."""
+    if attempt == job.attempt and job.state not in FINAL_STATES:
+        return None
+    return archives.archive_for(job, attempt)
+
+
+def _from_archive(job, attempt: int, archive, after: int, chunk: int) -> Iterator[dict]:
+    reader = archives.Reader(archive)  # raises LogUnavailable before anything is served
+    try:
+        live = (_part(*row) for row in _stored(job, attempt, after).iterator(chunk_size=chunk))
+        yield from archives.merged(reader.parts(after), live)
+    finally:
+        reader.close()
+
+
 def _part(number: int, content: str, final: bool, at) -> dict:
     return {"number": number, "content": content, "final": final, "at": at}
 
@@ -26,16 +47,31 @@ def _part(number: int, content: str, final: bool, at) -> dict:
 def read_parts(job, attempt: int | None = None, after: int = -1, limit: int | None = None) -> list[dict]:
     """Parts of an attempt (the current one by default) numbered above `after`, in part order; at most
     `limit` of them."""
-    rows = _stored(job, attempt or job.attempt, after)
-    if limit is not None:
-        rows = rows[:limit]
-    return [_part(*row) for row in rows]
+    attempt = attempt or job.attempt
+    archive = _archive(job, attempt)
+    if archive is None:
+        rows = _stored(job, attempt, after)
+        parts = [_part(*row) for row in (rows[:limit] if limit is not None else rows)]
+        # Archived between our two looks: the parts just left for the archive.
+        if parts or _archive(job, attempt) is None:
+            return parts
+        archive = _archive(job, attempt)
+    return list(islice(_from_archive(job, attempt, archive, after, CHUNK_PARTS), limit))
 
 
 def iter_parts(job, attempt: int | None = None, after: int = -1, chunk: int = CHUNK_PARTS) -> Iterator[dict]:
-    """The same parts as read_parts, streamed a chunk of rows at a time (for long logs)."""
-    for row in _stored(job, attempt or job.attempt, after).iterator(chunk_size=chunk):
-        yield _part(*row)
+    """The same parts as read_parts, streamed a chunk of rows at a time (for long logs). Raises
+    LogUnavailable (at the first step) when the log is archived and its object cannot be read."""
+    attempt = attempt or job.attempt
+    archive = _archive(job, attempt)
+    if archive is None:
+        served = False
+        for row in _stored(job, attempt, after).iterator(chunk_size=chunk):
+            served = True
+            yield _part(*row)
+        if served or (archive := _archive(job, attempt)) is None:
+            return
+    yield from _from_archive(job, attempt, archive, after, chunk)
 
 
 TRUNCATION_MARKER = "\n\x1b[33;1m[buildboard] Log truncated: it exceeded the {limit} limit.\x1b[0m\n"
@@ -66,6 +102,15 @@ def log_text(job, attempt: int | None = None) -> str:
 def tail_contents(job, min_chars: int, attempt: int | None = None) -> list[str]:
     """The contents of the last parts of an attempt, in part order, at least `min_chars` characters of
     them when the log is that long (for excerpts of logs too big to read whole)."""
+    attempt = attempt or job.attempt
+    if _archive(job, attempt) is not None:
+        tail, size = [], 0
+        for part in reversed([p["content"] for p in iter_parts(job, attempt)]):
+            tail.append(part)
+            size += len(part)
+            if size >= min_chars:
+                break
+        return tail[::-1]
     tail: list[str] = []
     size = 0
     rows = job.parts.filter(attempt=attempt or job.attempt).order_by("-number").values_list("content", flat=True)
