@@ -375,3 +375,66 @@ def test_streamed_ansi_stripping_equals_stripping_the_whole_text():
         cuts = sorted(rng.sample(range(len(text) + 1), min(len(text) + 1, rng.randrange(0, 6))))
         pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
         assert "".join(api.strip_ansi(pieces)) == api.ANSI_ESCAPES.sub("", text), (text, pieces)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_kill_9_of_the_archiving_worker_loses_nothing_and_shows_no_half_state(client, make_build, settings,
+                                                                             moto_endpoint):
+    """A real Celery worker archives to the S3 server and is killed with SIGKILL at random moments, again and
+    again: after every kill each attempt is either all in the database or archived, never half of each, and
+    every log reads back the same; a last worker finishes the rest."""
+    import subprocess
+    import time
+
+    from celery import current_app
+
+    from .conftest import BASE_DIR, python_module, stop_process, subprocess_env, wait_until
+
+    bucket = f"kill-{random.randrange(1 << 30)}"
+    boto3.client("s3", endpoint_url=moto_endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                 region_name="us-east-1").create_bucket(Bucket=bucket)
+    settings.STORAGES = {**settings.STORAGES, "logs": s3_storage(moto_endpoint, bucket, "kill")}
+    env = subprocess_env(LOG_STORAGE_URL=f"s3://{bucket}/kill", AWS_S3_ENDPOINT_URL=moto_endpoint,
+                         AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_S3_REGION_NAME="us-east-1")
+    jobs = [make_build(repository=f"acme/k{i}").jobs.get() for i in range(30)]
+    for job in jobs:
+        finish(job, parts_of(40, lines_each=20))
+    expected = {job.pk: client.get(f"/jobs/{job.pk}/log.txt").getvalue() for job in jobs}
+
+    def consistent() -> int:
+        archived = set(LogArchive.objects.values_list("job_id", flat=True))
+        for job in jobs:
+            live = LogPart.objects.filter(job=job).count()
+            assert live == (0 if job.pk in archived else 40), (job.pk, live)
+            assert client.get(f"/jobs/{job.pk}/log.txt").getvalue() == expected[job.pk]
+        return len(archived)
+
+    current_app.conf.task_always_eager = False
+    rng = random.Random(9)
+    try:
+        for _ in range(6):
+            for job in jobs:
+                if not LogArchive.objects.filter(job=job).exists():
+                    tasks.archive_log.delay(job.pk, 1)
+            worker = subprocess.Popen(python_module("celery", "-A", "buildboard", "worker", "--pool", "solo",
+                                                    "-l", "error", "--without-heartbeat", "--without-mingle",
+                                                    "--without-gossip"), cwd=BASE_DIR, env=env)
+            time.sleep(rng.uniform(2.0, 4.0))
+            worker.kill()  # SIGKILL, wherever it is
+            worker.wait()
+            consistent()
+        for job in jobs:
+            if not LogArchive.objects.filter(job=job).exists():
+                tasks.archive_log.delay(job.pk, 1)
+        worker = subprocess.Popen(python_module("celery", "-A", "buildboard", "worker", "--pool", "solo", "-l",
+                                                "error", "--without-heartbeat", "--without-mingle",
+                                                "--without-gossip"), cwd=BASE_DIR, env=env)
+        try:
+            wait_until(lambda: LogArchive.objects.count() == len(jobs), timeout=120)
+        finally:
+            stop_process(worker)
+        assert consistent() == len(jobs)
+        assert not LogPart.objects.exists()
+    finally:
+        current_app.conf.task_always_eager = True
