@@ -217,7 +217,7 @@ def job_detail(request: HttpRequest, job_id: int, call: Call) -> HttpResponse:
 
 
 @operation("GET", "/api/v1/jobs/{job_id}/log", summary="Log parts after a number, in order", params=JOB,
-           query=LogQuery, auth="optional", ok=(200, "Parts", LogOut), errors=(404,))
+           query=LogQuery, auth="optional", ok=(200, "Parts", LogOut), errors=(404, 410))
 def job_log(request: HttpRequest, job_id: int, call: Call) -> HttpResponse:
     job = _get_job_for_reader(request, job_id)
     query = call.query()

@@ -175,7 +175,7 @@ def is_due(job: Job, attempt: int, now: datetime) -> bool:
     if attempt != job.attempt or job.state not in FINAL_STATES:
         return False
     grace = now - timedelta(seconds=settings.LOG_ARCHIVE_GRACE)
-    return job.log_complete or (job.finished_at <= grace and job.last_activity_at <= grace)
+    return job.log_complete or ((job.finished_at or job.last_activity_at) <= grace and job.last_activity_at <= grace)
 
 
 # --- archiving -------------------------------------------------------------------------------------
