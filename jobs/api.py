@@ -280,6 +280,14 @@ def strip_ansi(pieces) -> Iterator[str]:
         yield ANSI_ESCAPES.sub("", buffer)
 
 
+def _closing(iterator, generator) -> Iterator[str]:
+    """Close the reader when the response is closed, read to the end or not (a client that went away)."""
+    try:
+        yield from iterator
+    finally:
+        generator.close()
+
+
 def _batched(pieces, size: int = 64 * 1024) -> Iterator[bytes]:
     """Pieces joined into chunks of about `size`, encoded (fewer, larger writes to the client)."""
     batch, length = [], 0
@@ -309,7 +317,7 @@ def job_log_txt(request: HttpRequest, job_id: int) -> HttpResponse:
         first = next(pieces, None)
     except logread.LogUnavailable as e:
         return HttpResponse(e.message + "\n", status=410, content_type="text/plain; charset=utf-8")
-    content = itertools.chain([first] if first is not None else [], pieces)
+    content = _closing(itertools.chain([first] if first is not None else [], pieces), pieces)
     if request.GET.get("ansi") in ("0", "false", "no"):
         content = strip_ansi(content)
     response = StreamingHttpResponse(_batched(content), content_type="text/plain; charset=utf-8")

@@ -31,11 +31,12 @@ def _archive(job, attempt: int):
     return archives.archive_for(job, attempt)
 
 
-def _from_archive(job, attempt: int, archive, after: int, chunk: int) -> Iterator[dict]:
+def _from_archive(job, attempt: int, archive, after: int) -> Iterator[dict]:
     reader = archives.Reader(archive)  # raises LogUnavailable before anything is served
     try:
-        live = (_part(*row) for row in _stored(job, attempt, after).iterator(chunk_size=chunk))
-        yield from archives.merged(reader.parts(after), live)
+        # Parts stored after the archive (a late part) are few: read them at once, no cursor left open.
+        live = [_part(*row) for row in _stored(job, attempt, after)]
+        yield from archives.merged(reader.parts(after), iter(live))
     finally:
         reader.close()
 
@@ -56,7 +57,7 @@ def read_parts(job, attempt: int | None = None, after: int = -1, limit: int | No
         if parts or _archive(job, attempt) is None:
             return parts
         archive = _archive(job, attempt)
-    return list(islice(_from_archive(job, attempt, archive, after, CHUNK_PARTS), limit))
+    return list(islice(_from_archive(job, attempt, archive, after), limit))
 
 
 def iter_parts(job, attempt: int | None = None, after: int = -1, chunk: int = CHUNK_PARTS) -> Iterator[dict]:
@@ -71,7 +72,7 @@ def iter_parts(job, attempt: int | None = None, after: int = -1, chunk: int = CH
             yield _part(*row)
         if served or (archive := _archive(job, attempt)) is None:
             return
-    yield from _from_archive(job, attempt, archive, after, chunk)
+    yield from _from_archive(job, attempt, archive, after)
 
 
 TRUNCATION_MARKER = "\n\x1b[33;1m[buildboard] Log truncated: it exceeded the {limit} limit.\x1b[0m\n"

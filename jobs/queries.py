@@ -126,6 +126,6 @@ def log_storage_totals(*, now: datetime | None = None) -> dict:
     """Where logs live, for staff: live parts in the database, archived objects and bytes, the oldest log,
     the archive backlog (finished attempts still waiting to move, the oldest finish among them) and the
     archives readers found missing or corrupt."""
-    from . import archive
+    from . import archiving
 
-    return archive.totals(now)
+    return archiving.totals(now)

@@ -9,7 +9,7 @@ from django.core.cache import cache
 from django.db import DatabaseError, transaction
 from django.utils.dateparse import parse_datetime
 
-from . import archive, events, ingest, services
+from . import archiving, events, ingest, services
 from .models import DeadLetter, Job
 
 log = logging.getLogger(__name__)
@@ -107,10 +107,10 @@ ARCHIVE_RETRY = {"autoretry_for": (Exception,), "retry_backoff": 5, "retry_backo
 
 @shared_task(acks_late=True, **ARCHIVE_RETRY)
 def archive_log(job_id: int, attempt: int) -> str:
-    """Move one finished attempt's log to the log storage (see jobs/archive.py). Safe to run twice: the
+    """Move one finished attempt's log to the log storage (see jobs/archiving.py). Safe to run twice: the
     second run finds the archive and does nothing. While the storage fails it retries with backoff and
     the parts stay in the database; beat's scan would also pick the attempt up again."""
-    return archive.archive_attempt(job_id, attempt)
+    return archiving.archive_attempt(job_id, attempt)
 
 
 @shared_task(acks_late=True)
@@ -119,7 +119,7 @@ def archive_scan(limit: int = 500) -> int:
     if not settings.LOG_ARCHIVE:
         return 0
     queued = 0
-    for job_id, attempt in archive.due(limit=limit):
+    for job_id, attempt in archiving.due(limit=limit):
         # Once per quarter hour at most: an attempt whose task is still retrying is not queued twice.
         if cache.add(f"archive-queued:{job_id}:{attempt}", 1, timeout=900):
             archive_log.delay(job_id, attempt)
@@ -130,4 +130,4 @@ def archive_scan(limit: int = 500) -> int:
 @shared_task(acks_late=True)
 def expire_logs() -> int:
     """Beat runs this hourly: delete archived logs past their retention (their jobs and builds stay)."""
-    return archive.expire()
+    return archiving.expire()

@@ -14,7 +14,7 @@ from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 
-from jobs import api, archive, services, tasks
+from jobs import api, archiving, services, tasks
 from jobs.consumers import JobConsumer
 from jobs.models import Job, LogArchive, LogPart
 
@@ -133,9 +133,9 @@ def test_every_reader_serves_an_archived_log_byte_for_byte(client, job, log_stor
 
 def test_archiving_again_is_a_no_op(job, log_storage):
     finish(job, parts_of(3))
-    assert archive.archive_attempt(job.pk, 1) == "archived"
+    assert archiving.archive_attempt(job.pk, 1) == "archived"
     first = LogArchive.objects.get(job=job)
-    assert archive.archive_attempt(job.pk, 1) == "already"
+    assert archiving.archive_attempt(job.pk, 1) == "already"
     assert tasks.archive_scan() == 0
     assert list(LogArchive.objects.values_list("pk", "sha256")) == [(first.pk, first.sha256)]
 
@@ -143,20 +143,20 @@ def test_archiving_again_is_a_no_op(job, log_storage):
 def test_a_running_job_or_an_incomplete_log_within_the_grace_is_not_archived(job, log_storage):
     tasks.apply_job_state(job.pk, 1, "started", AT)
     tasks.ingest_log_parts(job.pk, 1, parts_of(3, final=False))
-    assert archive.archive_attempt(job.pk, 1) == "not due"
+    assert archiving.archive_attempt(job.pk, 1) == "not due"
     tasks.apply_job_state(job.pk, 1, "passed", AT, exit_code=0)
     job.refresh_from_db()
     assert not job.log_complete
     # finished_at is the reported time (long ago), but parts came just now: the grace counts from them.
-    assert archive.archive_attempt(job.pk, 1) == "not due"
+    assert archiving.archive_attempt(job.pk, 1) == "not due"
     with time_machine.travel(timezone.now() + timedelta(seconds=601)):
-        assert archive.due() == [(job.pk, 1)]
-        assert archive.archive_attempt(job.pk, 1) == "archived"
+        assert archiving.due() == [(job.pk, 1)]
+        assert archiving.archive_attempt(job.pk, 1) == "archived"
 
 
 def test_a_part_arriving_after_archiving_gets_the_same_answer_and_nothing_is_lost(client, job, log_storage):
     finish(job, parts_of(4))
-    assert archive.archive_attempt(job.pk, 1) == "archived"
+    assert archiving.archive_attempt(job.pk, 1) == "archived"
     text = client.get(f"/jobs/{job.pk}/log.txt").getvalue()
     tasks.ingest_log_parts(job.pk, 1, [{"number": 2, "content": "a resent duplicate\n"}])
     job.refresh_from_db()
@@ -175,7 +175,7 @@ def test_a_gap_archived_after_the_grace_still_knows_its_parts(client, job, log_s
     parts = parts_of(5, final=False)
     finish(job, [parts[0], parts[1], parts[3]])
     with time_machine.travel(timezone.now() + timedelta(seconds=601)):
-        assert archive.archive_attempt(job.pk, 1) == "archived"
+        assert archiving.archive_attempt(job.pk, 1) == "archived"
     assert LogArchive.objects.get(job=job).beyond == [3]
     tasks.ingest_log_parts(job.pk, 1, [parts[3], parts[2]])  # 3 again (a duplicate), 2 fills the gap
     job.refresh_from_db()
@@ -186,7 +186,7 @@ def test_a_gap_archived_after_the_grace_still_knows_its_parts(client, job, log_s
 
 def test_restarting_an_archived_job_starts_a_new_attempt_and_the_old_one_stays_readable(client, job, log_storage):
     finish(job, parts_of(3), state="failed")
-    assert archive.archive_attempt(job.pk, 1) == "archived"
+    assert archiving.archive_attempt(job.pk, 1) == "archived"
     assert services.job_restart(job=job)
     job.refresh_from_db()
     assert job.attempt == 2
@@ -205,7 +205,7 @@ def test_an_earlier_attempt_left_in_the_database_is_archived_too(client, job, lo
     finish(job, parts_of(2), state="failed")
     assert services.job_restart(job=job)
     before = everything_read(client, job, attempt=1)
-    assert archive.due() == [(job.pk, 1)]
+    assert archiving.due() == [(job.pk, 1)]
     assert tasks.archive_scan() == 1
     assert everything_read(client, job, attempt=1) == before
 
@@ -214,7 +214,7 @@ def test_an_earlier_attempt_left_in_the_database_is_archived_too(client, job, lo
 def test_a_missing_or_corrupt_object_is_a_clear_message_never_a_crash(client, staff_client, job, log_storage,
                                                                         damage):
     finish(job, parts_of(3))
-    assert archive.archive_attempt(job.pk, 1) == "archived"
+    assert archiving.archive_attempt(job.pk, 1) == "archived"
     saved = LogArchive.objects.get(job=job)
     storage = storages["logs"]
     storage.delete(saved.key)
@@ -242,7 +242,7 @@ def test_expired_logs_are_deleted_and_the_job_page_says_when(client, job, log_st
     start = timezone.now()
     with time_machine.travel(start, tick=False):
         finish(job, parts_of(2))
-        assert archive.archive_attempt(job.pk, 1) == "archived"
+        assert archiving.archive_attempt(job.pk, 1) == "archived"
     key = LogArchive.objects.get(job=job).key
     with time_machine.travel(start + timedelta(days=29), tick=False):
         assert tasks.expire_logs() == 0
@@ -268,7 +268,7 @@ def test_a_repository_may_keep_its_logs_longer_or_forever(job, log_storage, sett
     repository.log_retention_days = 0
     repository.save()
     finish(job, parts_of(2))
-    assert archive.archive_attempt(job.pk, 1) == "archived"
+    assert archiving.archive_attempt(job.pk, 1) == "archived"
     with time_machine.travel(timezone.now() + timedelta(days=3650)):
         assert tasks.expire_logs() == 0
 
@@ -302,11 +302,11 @@ def test_a_failing_storage_leaves_the_parts_in_the_database(client, job, setting
         finish(job, parts_of(3))
         before = client.get(f"/jobs/{job.pk}/log.txt").getvalue()
         with pytest.raises(Exception):  # noqa: B017 (botocore's errors differ by fault)
-            archive.archive_attempt(job.pk, 1)
+            archiving.archive_attempt(job.pk, 1)
         assert LogPart.objects.filter(job=job).count() == 3 and not LogArchive.objects.exists()
         assert client.get(f"/jobs/{job.pk}/log.txt").getvalue() == before
         assert tasks.archive_log.autoretry_for == (Exception,) and tasks.archive_log.retry_backoff
-        assert archive.totals()["backlog"] == 1
+        assert archiving.totals()["backlog"] == 1
     finally:
         if server:
             server.shutdown()
@@ -354,7 +354,7 @@ def test_the_object_is_plain_gzip_with_its_index(job, log_storage):
     import json
 
     finish(job, parts_of(3))
-    archive.archive_attempt(job.pk, 1)
+    archiving.archive_attempt(job.pk, 1)
     saved = LogArchive.objects.get(job=job)
     with storages["logs"].open(saved.key, "rb") as f:
         whole = gzip.decompress(f.read())

@@ -3,7 +3,7 @@
 - database size: bytes of the log tables in PostgreSQL (table + TOAST + indexes: pg_total_relation_size of
   jobs_logpart and jobs_logarchive) per million log lines, with the logs live, then after archiving
   (and VACUUM FULL, so freed pages count as freed). Target: >= 20x smaller.
-- archive throughput: lines per second through jobs.archive.archive_attempt (read the parts, compress,
+- archive throughput: lines per second through jobs.archiving.archive_attempt (read the parts, compress,
   upload, read back and verify, record, delete) against a baseline that only gzips the same text and
   writes it to the same storage. Target: >= 50% of the baseline. gzip and zstd are compared on the
   same text (size and compression time) to record why the objects are gzip.
@@ -129,7 +129,7 @@ def main() -> None:
         from django.core.files.storage import storages
 
         from buildboard import celery_app
-        from jobs import archive, logread
+        from jobs import archiving, logread
         from jobs.models import Job, LogPart
 
         celery_app.conf.task_always_eager = True
@@ -151,7 +151,7 @@ def main() -> None:
         baseline_s = time.perf_counter() - start
         start = time.perf_counter()
         for job_id in job_ids:
-            assert archive.archive_attempt(job_id, 1) == "archived"
+            assert archiving.archive_attempt(job_id, 1) == "archived"
         archive_s = time.perf_counter() - start
         assert not LogPart.objects.exists()
         vacuum_full()
@@ -163,7 +163,7 @@ def main() -> None:
         view_parts = viewer.log_parts(args.view_lines)
         live_id = seed_job("bench/view-live", view_parts)
         archived_id = seed_job("bench/view-archived", view_parts)
-        assert archive.archive_attempt(archived_id, 1) == "archived"
+        assert archiving.archive_attempt(archived_id, 1) == "archived"
         live_job, archived_job = Job.objects.get(pk=live_id), Job.objects.get(pk=archived_id)
         assert logread.log_text(live_job) == logread.log_text(archived_job)
         port = free_port()

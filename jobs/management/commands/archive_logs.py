@@ -1,6 +1,6 @@
 """Backfill: move the logs of finished jobs from the database to the log storage, in batches.
 
-Each attempt is archived and committed on its own (see jobs/archive.py), so Ctrl-C or a kill stops
+Each attempt is archived and committed on its own (see jobs/archiving.py), so Ctrl-C or a kill stops
 between or inside one without losing anything, and running the command again resumes with what is left."""
 
 import re
@@ -10,7 +10,7 @@ from datetime import timedelta
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from jobs import archive
+from jobs import archiving
 
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
@@ -33,7 +33,7 @@ class Command(BaseCommand):
         parser.add_argument("--limit", type=int, default=None, help="stop after this many attempts")
 
     def handle(self, *args, older_than=None, dry_run=False, batch=100, limit=None, **options) -> None:
-        total = len(archive.due(older_than=older_than))
+        total = len(archiving.due(older_than=older_than))
         if limit is not None:
             total = min(total, limit)
         self.stdout.write(f"{total} attempt(s) to archive")
@@ -42,12 +42,12 @@ class Command(BaseCommand):
         done, failed, outcomes = 0, set(), {}
         try:
             while done + len(failed) < total:
-                found = [a for a in archive.due(older_than=older_than, limit=batch + len(failed)) if a not in failed]
+                found = [a for a in archiving.due(older_than=older_than, limit=batch + len(failed)) if a not in failed]
                 if not found:
                     break
                 for job_id, attempt in found[: total - done - len(failed)]:
                     try:
-                        outcome = archive.archive_attempt(job_id, attempt, now=timezone.now())
+                        outcome = archiving.archive_attempt(job_id, attempt, now=timezone.now())
                     except Exception as e:  # the storage failed: report, leave the parts, go on
                         failed.add((job_id, attempt))
                         self.stderr.write(f"\njob {job_id} attempt {attempt}: {type(e).__name__}: {e}")
