@@ -4,7 +4,6 @@ Views validate synchronously (the models in schemas.py, which also make /api/v1/
 all writing of reports to Celery (see tasks.py). A 202 means the report is in Redis, which the project
 requires to run with AOF persistence (see ingest.py): it survives the loss of any one process."""
 
-import itertools
 import json
 import re
 from collections.abc import Iterator
@@ -280,12 +279,12 @@ def strip_ansi(pieces) -> Iterator[str]:
         yield ANSI_ESCAPES.sub("", buffer)
 
 
-def _closing(iterator, generator) -> Iterator[str]:
+def _closing(pieces) -> Iterator[str]:
     """Close the reader when the response is closed, read to the end or not (a client that went away)."""
     try:
-        yield from iterator
+        yield from pieces
     finally:
-        generator.close()
+        pieces.close()
 
 
 def _batched(pieces, size: int = 64 * 1024) -> Iterator[bytes]:
@@ -312,12 +311,11 @@ def job_log_txt(request: HttpRequest, job_id: int) -> HttpResponse:
         attempt = _read_attempt(int(raw) if raw is not None else None, job)
     except ApiError as e:
         raise Http404(e.message) from None
-    pieces = logread.iter_text(job, attempt)
     try:  # an archived log is opened and checked before the first byte goes out
-        first = next(pieces, None)
+        pieces = logread.open_text(job, attempt)
     except logread.LogUnavailable as e:
         return HttpResponse(e.message + "\n", status=410, content_type="text/plain; charset=utf-8")
-    content = _closing(itertools.chain([first] if first is not None else [], pieces), pieces)
+    content = _closing(pieces)
     if request.GET.get("ansi") in ("0", "false", "no"):
         content = strip_ansi(content)
     response = StreamingHttpResponse(_batched(content), content_type="text/plain; charset=utf-8")

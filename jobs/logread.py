@@ -31,8 +31,8 @@ def _archive(job, attempt: int):
     return archives.archive_for(job, attempt)
 
 
-def _from_archive(job, attempt: int, archive, after: int) -> Iterator[dict]:
-    reader = archives.Reader(archive)  # raises LogUnavailable before anything is served
+def _from_archive(job, attempt: int, archive, after: int, reader=None) -> Iterator[dict]:
+    reader = reader or archives.Reader(archive)  # raises LogUnavailable before anything is served
     try:
         # Parts stored after the archive (a late part) are few: read them at once, no cursor left open.
         live = [_part(*row) for row in _stored(job, attempt, after)]
@@ -60,10 +60,14 @@ def read_parts(job, attempt: int | None = None, after: int = -1, limit: int | No
     return list(islice(_from_archive(job, attempt, archive, after), limit))
 
 
-def iter_parts(job, attempt: int | None = None, after: int = -1, chunk: int = CHUNK_PARTS) -> Iterator[dict]:
+def iter_parts(job, attempt: int | None = None, after: int = -1, chunk: int = CHUNK_PARTS,
+               reader=None) -> Iterator[dict]:
     """The same parts as read_parts, streamed a chunk of rows at a time (for long logs). Raises
     LogUnavailable (at the first step) when the log is archived and its object cannot be read."""
     attempt = attempt or job.attempt
+    if reader is not None:
+        yield from _from_archive(job, attempt, reader.archive, after, reader)
+        return
     archive = _archive(job, attempt)
     if archive is None:
         served = False
@@ -86,10 +90,17 @@ def _human_bytes(n: int) -> str:
     return str(n)
 
 
-def iter_text(job, attempt: int | None = None) -> Iterator[str]:
+def open_text(job, attempt: int | None = None) -> Iterator[str]:
+    """iter_text for a response that streams: an archived log is opened and checked now (LogUnavailable is
+    raised here, before a status is sent), and nothing is read from the database until the first piece."""
+    archive = _archive(job, attempt or job.attempt)
+    return iter_text(job, attempt, reader=archives.Reader(archive) if archive else None)
+
+
+def iter_text(job, attempt: int | None = None, reader=None) -> Iterator[str]:
     """The log's text piece by piece, as log.txt serves it: the parts' content, then the truncation
     marker if the current attempt's log was cut at the cap."""
-    for part in iter_parts(job, attempt):
+    for part in iter_parts(job, attempt, reader=reader):
         yield part["content"]
     if job.log_truncated and attempt in (None, job.attempt):
         yield TRUNCATION_MARKER.format(limit=_human_bytes(settings.LOG_MAX_BYTES))
