@@ -11,7 +11,10 @@
   against the same log live in the database (bench/viewer's measurement). Target: <= 1.2x.
 
 Usage: .venv/bin/python bench/archive/run.py [--jobs 100] [--lines-per-job 10000] [--rounds 3] [--s3]
-(--s3: the log storage is moto's S3 server on a free port, else a temporary directory.)
+(--s3: the log storage is moto's S3 server on a free port, else a temporary directory.) The benchmark
+runs its own PostgreSQL cluster (as the fault suite does): on a shared server, another session's open
+transaction keeps deleted rows from being vacuumed away, and the "after" size would measure that instead.
+--database-url uses a given server instead.
 """
 
 import argparse
@@ -92,9 +95,16 @@ def main() -> None:
     parser.add_argument("--view-lines", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--s3", action="store_true")
-    parser.add_argument("--database-url", default=os.getenv(
-        "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/buildboard_bench_archive"))
+    parser.add_argument("--database-url", default=os.getenv("BENCH_DATABASE_URL", ""))
     args = parser.parse_args()
+    cluster = None
+    if not args.database_url:
+        from tests.processes import PostgresCluster
+
+        cluster = PostgresCluster()
+        cluster.start()
+        cluster.createdb()
+        args.database_url = cluster.url
 
     redis = ensure_redis()
     storage_dir = tempfile.mkdtemp(prefix="bench-archive-")
@@ -197,6 +207,11 @@ def main() -> None:
         if moto:
             moto.stop()
         redis.stop()
+        if cluster:
+            from django.db import connections
+
+            connections.close_all()
+            cluster.destroy()
 
     per_million = 1_000_000 / lines
     print(f"storage: {'moto S3 server' if args.s3 else 'filesystem'}; load average before {load[0]:.2f} "
