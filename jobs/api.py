@@ -8,7 +8,9 @@ import json
 import re
 from collections.abc import Iterator
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
 from django.db import IntegrityError
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.utils import timezone
@@ -287,6 +289,16 @@ def _closing(pieces) -> Iterator[str]:
         pieces.close()
 
 
+async def _in_thread(chunks: Iterator[bytes]):
+    """A blocking iterator served chunk by chunk under ASGI (the database is read in Django's sync thread)."""
+    step = sync_to_async(next, thread_sensitive=True)
+    try:
+        while (chunk := await step(chunks, None)) is not None:
+            yield chunk
+    finally:
+        await sync_to_async(chunks.close, thread_sensitive=True)()
+
+
 def _batched(pieces, size: int = 64 * 1024) -> Iterator[bytes]:
     """Pieces joined into chunks of about `size`, encoded (fewer, larger writes to the client)."""
     batch, length = [], 0
@@ -318,7 +330,10 @@ def job_log_txt(request: HttpRequest, job_id: int) -> HttpResponse:
     content = _closing(pieces)
     if request.GET.get("ansi") in ("0", "false", "no"):
         content = strip_ansi(content)
-    response = StreamingHttpResponse(_batched(content), content_type="text/plain; charset=utf-8")
+    body = _batched(content)
+    if isinstance(request, ASGIRequest):  # else Django would read the whole iterator into memory first
+        body = _in_thread(body)
+    response = StreamingHttpResponse(body, content_type="text/plain; charset=utf-8")
     if request.GET.get("download"):
         response["Content-Disposition"] = f'attachment; filename="job-{job.pk}-attempt-{attempt}.log"'
     return response
