@@ -190,6 +190,45 @@ CELERY_BEAT_SCHEDULE: dict = {
     "log-buffer-sweep": {"task": "jobs.tasks.sweep_log_buffers", "schedule": LOG_SWEEP_SECONDS,
                          "options": {"expires": LOG_SWEEP_SECONDS}},
 }
+# Log archive (jobs/archive.py): a finished attempt's log leaves the database for one compressed object.
+# LOG_STORAGE_URL: empty (the default) keeps archives under .data/logs; s3://bucket/prefix uses an
+# S3-compatible bucket (AWS_S3_ENDPOINT_URL for one that is not AWS, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+# AWS_S3_REGION_NAME) through django-storages.
+LOG_STORAGE_URL = os.getenv("LOG_STORAGE_URL", "")
+LOG_ARCHIVE = envbool("LOG_ARCHIVE", "True")  # False: logs stay in the database (nothing is archived)
+LOG_ARCHIVE_GRACE = envint("LOG_ARCHIVE_GRACE", 600)  # seconds after a finish without new parts: complete
+LOG_ARCHIVE_SCAN_SECONDS = envfloat("LOG_ARCHIVE_SCAN_SECONDS", 60)
+LOG_RETENTION_DAYS = envint("LOG_RETENTION_DAYS", 0)  # archived logs older than this are deleted; 0: kept
+
+
+def _log_storage(url: str) -> dict:
+    from urllib.parse import urlsplit
+
+    if not url:
+        return {"BACKEND": "django.core.files.storage.FileSystemStorage",
+                "OPTIONS": {"location": os.getenv("LOG_STORAGE_DIR", str(BASE_DIR / ".data" / "logs")),
+                            "allow_overwrite": True}}
+    parts = urlsplit(url)
+    if parts.scheme != "s3" or not parts.netloc:
+        raise ValueError(f"LOG_STORAGE_URL must look like s3://bucket/prefix, not {url!r}")
+    return {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {
+        "bucket_name": parts.netloc,
+        "location": parts.path.strip("/"),
+        "endpoint_url": os.getenv("AWS_S3_ENDPOINT_URL") or None,
+        "access_key": os.getenv("AWS_ACCESS_KEY_ID") or None,
+        "secret_key": os.getenv("AWS_SECRET_ACCESS_KEY") or None,
+        "region_name": os.getenv("AWS_S3_REGION_NAME") or os.getenv("AWS_DEFAULT_REGION") or None,
+        "file_overwrite": True,
+        "default_acl": None,
+        "querystring_auth": False,
+    }}
+
+
+LOG_STORAGE = _log_storage(LOG_STORAGE_URL)  # STORAGES["logs"], below
+CELERY_BEAT_SCHEDULE["log-archive-scan"] = {"task": "jobs.tasks.archive_scan", "schedule": LOG_ARCHIVE_SCAN_SECONDS,
+                                            "options": {"expires": LOG_ARCHIVE_SCAN_SECONDS}}
+CELERY_BEAT_SCHEDULE["log-retention"] = {"task": "jobs.tasks.expire_logs", "schedule": 3600.0,
+                                         "options": {"expires": 3600.0}}
 CELERY_BEAT_SCHEDULE_FILENAME = os.getenv("CELERY_BEAT_SCHEDULE_FILENAME", str(BASE_DIR / ".celerybeat-schedule"))
 
 # Fleet and alerts (fleet/services.py, fleet/alerts.py). Rule thresholds are edited by staff at /alerts/rules/.
@@ -302,6 +341,7 @@ STORAGES = {
         if DEBUG
         else "whitenoise.storage.CompressedManifestStaticFilesStorage"
     },
+    "logs": LOG_STORAGE,
 }
 WHITENOISE_USE_FINDERS = DEBUG
 

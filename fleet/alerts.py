@@ -450,9 +450,33 @@ class LogDeadLetters(Rule):
         return findings
 
 
+class LogArchiveBacklog(Rule):
+    kind = "log_archive_backlog"
+    label = "Log archive backlog"
+    description = ("Finished jobs' logs wait to move from the database to the log storage for longer than this "
+                   "(the storage is unreachable or failing, or no Celery beat or worker runs). Their logs stay "
+                   "readable from the database meanwhile.")
+    public_message = "Finished build logs are being moved to storage more slowly than usual. Nothing is lost."
+    params = (Param("max_minutes", 60, "Fire when the oldest waiting log finished more than (minutes) ago", 1, 10080),)
+
+    def evaluate(self, p: dict, now: datetime) -> list[Finding]:
+        totals = job_queries.log_storage_totals(now=now)
+        oldest = totals["backlog_oldest"]
+        if oldest is None or oldest > now - timedelta(minutes=p["max_minutes"]):
+            return []
+        return [Finding(
+            subject="log-archive:backlog", queue="", onset_at=oldest + timedelta(minutes=p["max_minutes"]),
+            title=f"{totals['backlog']} finished log(s) wait to be archived",
+            summary=(f"{totals['backlog']} finished job attempt(s) still keep their logs in the database; the "
+                     f"oldest finished at {oldest:%Y-%m-%d %H:%M} UTC, more than {p['max_minutes']:g} minutes ago. "
+                     "Check the log storage (LOG_STORAGE_URL) and the Celery worker's archive_log errors."),
+            evidence={"backlog": totals["backlog"], "oldest": oldest.isoformat(), "max_minutes": p["max_minutes"]},
+        )]
+
+
 RULES: dict[str, Rule] = {r.kind: r for r in (
     InconsistentJobs(), VersionFailureRate(), ErrorBurst(), StuckStarting(), CapacityLow(),
-    DesiredVersionMissing(), QueuedTooLong(), StaleJobs(), LogDeadLetters())}
+    DesiredVersionMissing(), QueuedTooLong(), StaleJobs(), LogDeadLetters(), LogArchiveBacklog())}
 
 class RolloutHalted(Rule):
     """Not evaluated with the others: fleet/rollouts.py raises it when a rollout's gate fires, and it stays

@@ -55,6 +55,7 @@ def _fleet_context() -> dict:
         "recent_rollouts": Rollout.objects.select_related("created_by")[:10],
         "open_alerts": Alert.objects.open().order_by("-fired_at")[:20],
         "dead_letters": job_queries.dead_letters(samples=10),
+        "log_storage": job_queries.log_storage_totals(now=now),
         "heartbeat_timeout": settings.FLEET_HEARTBEAT_TIMEOUT,
         "starting_minutes": starting_minutes,
     }

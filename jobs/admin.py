@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import Build, DeadLetter, Job, LogPart, Repository
+from .models import Build, DeadLetter, Job, LogArchive, LogPart, Repository
 
 
 @admin.register(Repository)
@@ -8,7 +8,7 @@ class RepositoryAdmin(admin.ModelAdmin):
     list_display = ("owner", "name", "private", "web_url", "created_at")
     list_filter = ("private",)
     search_fields = ("owner", "name")
-    fields = ("owner", "name", "private", "web_url", "error_pattern")
+    fields = ("owner", "name", "private", "web_url", "error_pattern", "log_retention_days")
 
 
 class JobInline(admin.TabularInline):
@@ -56,4 +56,15 @@ class DeadLetterAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(LogArchive)
+class LogArchiveAdmin(admin.ModelAdmin):
+    list_display = ("job", "attempt", "size", "compressed_size", "log_ended_at", "expired_at", "problem")
+    list_filter = ("expired_at",)
+    search_fields = ("key", "problem")
+    readonly_fields = [f.name for f in LogArchive._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
         return False

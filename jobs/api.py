@@ -6,10 +6,13 @@ requires to run with AOF persistence (see ingest.py): it survives the loss of an
 
 import json
 import re
+from collections.abc import Iterator
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
 from django.db import IntegrityError
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_safe
 
@@ -217,12 +220,15 @@ def job_detail(request: HttpRequest, job_id: int, call: Call) -> HttpResponse:
 
 
 @operation("GET", "/api/v1/jobs/{job_id}/log", summary="Log parts after a number, in order", params=JOB,
-           query=LogQuery, auth="optional", ok=(200, "Parts", LogOut), errors=(404,))
+           query=LogQuery, auth="optional", ok=(200, "Parts", LogOut), errors=(404, 410))
 def job_log(request: HttpRequest, job_id: int, call: Call) -> HttpResponse:
     job = _get_job_for_reader(request, job_id)
     query = call.query()
     attempt = _read_attempt(query.attempt, job)
-    parts = logread.read_parts(job, attempt, query.after, query.limit + 1)
+    try:
+        parts = logread.read_parts(job, attempt, query.after, query.limit + 1)
+    except logread.LogUnavailable as e:
+        raise ApiError(410, e.message, job_id=job.pk, attempt=attempt) from None
     more = len(parts) > query.limit
     earlier = attempt != job.attempt  # an earlier attempt is over: what is stored is all there is
     return respond({
@@ -247,6 +253,65 @@ def _read_attempt(attempt: int | None, job: Job) -> int:
 
 
 ANSI_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+_CSI_START = re.compile(r"\x1b(?:\[[0-?]*[ -/]*)?")
+_OSC_END = re.compile(r"\x07|\x1b\\")
+
+
+def _undecided(buffer: str) -> int:
+    """Where the escapes whose end has not arrived yet start (len(buffer) if none): what comes before is
+    stripped exactly as it would be in the whole text."""
+    cut = len(buffer)
+    osc = buffer.rfind("\x1b]")
+    if osc != -1 and not _OSC_END.search(buffer, osc + 2):
+        cut = osc
+    esc = buffer.rfind("\x1b")
+    if esc != -1 and _CSI_START.fullmatch(buffer, esc):
+        cut = min(cut, esc)
+    return cut
+
+
+def strip_ansi(pieces) -> Iterator[str]:
+    """ANSI_ESCAPES removed from a stream of text pieces, the same as from their concatenation."""
+    buffer = ""
+    for piece in pieces:
+        buffer += piece
+        cut = _undecided(buffer)
+        if cut:
+            yield ANSI_ESCAPES.sub("", buffer[:cut])
+            buffer = buffer[cut:]
+    if buffer:
+        yield ANSI_ESCAPES.sub("", buffer)
+
+
+def _closing(pieces) -> Iterator[str]:
+    """Close the reader when the response is closed, read to the end or not (a client that went away)."""
+    try:
+        yield from pieces
+    finally:
+        pieces.close()
+
+
+async def _in_thread(chunks: Iterator[bytes]):
+    """A blocking iterator served chunk by chunk under ASGI (the database is read in Django's sync thread)."""
+    step = sync_to_async(next, thread_sensitive=True)
+    try:
+        while (chunk := await step(chunks, None)) is not None:
+            yield chunk
+    finally:
+        await sync_to_async(chunks.close, thread_sensitive=True)()
+
+
+def _batched(pieces, size: int = 64 * 1024) -> Iterator[bytes]:
+    """Pieces joined into chunks of about `size`, encoded (fewer, larger writes to the client)."""
+    batch, length = [], 0
+    for piece in pieces:
+        batch.append(piece)
+        length += len(piece)
+        if length >= size:
+            yield "".join(batch).encode()
+            batch, length = [], 0
+    if batch:
+        yield "".join(batch).encode()
 
 
 @require_safe  # HEAD too: download tools ask for the size and type first
@@ -260,10 +325,17 @@ def job_log_txt(request: HttpRequest, job_id: int) -> HttpResponse:
         attempt = _read_attempt(int(raw) if raw is not None else None, job)
     except ApiError as e:
         raise Http404(e.message) from None
-    content = "".join(logread.iter_text(job, attempt))
+    try:  # an archived log is opened and checked before the first byte goes out
+        pieces = logread.open_text(job, attempt)
+    except logread.LogUnavailable as e:
+        return HttpResponse(e.message + "\n", status=410, content_type="text/plain; charset=utf-8")
+    content = _closing(pieces)
     if request.GET.get("ansi") in ("0", "false", "no"):
-        content = ANSI_ESCAPES.sub("", content)
-    response = HttpResponse(content, content_type="text/plain; charset=utf-8")
+        content = strip_ansi(content)
+    body = _batched(content)
+    if isinstance(request, ASGIRequest):  # else Django would read the whole iterator into memory first
+        body = _in_thread(body)
+    response = StreamingHttpResponse(body, content_type="text/plain; charset=utf-8")
     if request.GET.get("download"):
         response["Content-Disposition"] = f'attachment; filename="job-{job.pk}-attempt-{attempt}.log"'
     return response

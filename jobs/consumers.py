@@ -115,11 +115,14 @@ class JobConsumer(ForwardingConsumer):
                                "persisted_through": job.log_persisted_through, "backlog": True})
             batch, size = [], 0
 
-        for part in logread.iter_parts(job, job.attempt, after, chunk=BACKLOG_QUERY_PARTS):
-            batch.append({**part, "at": part["at"].isoformat()})
-            size += len(part["content"])
-            if size >= BACKLOG_FRAME_CHARS:
-                flush()
+        try:
+            for part in logread.iter_parts(job, job.attempt, after, chunk=BACKLOG_QUERY_PARTS):
+                batch.append({**part, "at": part["at"].isoformat()})
+                size += len(part["content"])
+                if size >= BACKLOG_FRAME_CHARS:
+                    flush()
+        except logread.LogUnavailable as e:
+            return [{"type": "log.unavailable", "job_id": job.pk, "attempt": job.attempt, "message": e.message}]
         flush()
         return frames
 

@@ -61,6 +61,9 @@ class Repository(models.Model):
     error_pattern = models.CharField(
         max_length=500, blank=True, validators=[validate_regex],
         help_text="A regular expression for the job page's “Jump to first error”; empty: the site default.")
+    log_retention_days = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="Days an archived log of this repository is kept; empty: the site's LOG_RETENTION_DAYS; 0: forever.")
     created_at = models.DateTimeField(default=timezone.now)
     # Lets a private repository's badge be embedded (`?token=`); admins rotate it to cut old links off.
     badge_token = models.CharField(max_length=32, default=new_badge_token)
@@ -312,6 +315,11 @@ class Job(models.Model):
             LogPart.objects.filter(job=self, attempt=attempt, number__gt=self.log_persisted_through)
             .values_list("number", flat=True)
         )
+        # An archived attempt's parts left the table; those beyond the prefix are listed on its archive
+        # (only a finished job's attempt is archived, so a running one needs no look).
+        if self.state in FINAL_STATES:
+            for archived in LogArchive.objects.filter(job=self, attempt=attempt).values_list("beyond", flat=True):
+                beyond.update(n for n in archived if n > self.log_persisted_through)
         fresh: dict[int, dict] = {}
         for part in parts:
             if part["number"] > self.log_persisted_through and part["number"] not in beyond:
@@ -367,6 +375,12 @@ class Job(models.Model):
         read on every page view gives its last lines, unnumbered."""
         from . import logread, logtext
 
+        try:
+            return self._failure_excerpt(logread, logtext)
+        except logread.LogUnavailable:
+            return None  # the job page says why; the build page just has no excerpt
+
+    def _failure_excerpt(self, logread, logtext):
         if self.log_bytes <= EXCERPT_MAX_LOG_BYTES:
             return logtext.failure_excerpt(self.log_text())
         tail = logread.tail_contents(self, 64 * 1024)
@@ -398,9 +412,20 @@ class Job(models.Model):
                 "persisted_through": self.log_persisted_through,
                 "complete": self.log_complete,
                 "truncated": self.log_truncated,
+                **self.log_archive_dict(),
             },
             "seq": self.seq,
         }
+
+
+    def log_archive_dict(self, attempt: int | None = None) -> dict:
+        """Where the attempt's log lives: `archived` with its sizes, and `expired_at` once retention
+        deleted it."""
+        archive = self.archives.filter(attempt=attempt or self.attempt).first() if self.is_finished else None
+        if archive is None:
+            return {"archived": False}
+        return {"archived": True, "archived_bytes": archive.size, "compressed_bytes": archive.compressed_size,
+                "expired_at": archive.expired_at}
 
 
 class LogPart(models.Model):
@@ -418,6 +443,36 @@ class LogPart(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job_id}/{self.attempt}/{self.number}"
+
+
+class LogArchive(models.Model):
+    """One attempt's log as one compressed object in the log storage (jobs/archive.py).
+
+    The row is written in the transaction that deletes the attempt's parts from the database, so a reader
+    finds either the parts or the archive, never neither."""
+
+    job = models.ForeignKey(Job, models.CASCADE, related_name="archives")
+    attempt = models.PositiveIntegerField()
+    key = models.CharField(max_length=300)
+    size = models.PositiveBigIntegerField(help_text="Bytes of log text")
+    compressed_size = models.PositiveBigIntegerField(help_text="Bytes of the stored object")
+    sha256 = models.CharField(max_length=64)
+    index_offset = models.PositiveBigIntegerField(help_text="Where the object's index member starts")
+    parts = models.PositiveIntegerField()
+    # Numbers stored beyond the contiguous prefix (a gap that never filled): late duplicates are still known.
+    beyond = models.JSONField(default=list, blank=True)
+    log_ended_at = models.DateTimeField(help_text="When the last part arrived: retention counts from here")
+    created_at = models.DateTimeField(default=timezone.now)
+    expired_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    problem = models.CharField(max_length=200, blank=True)
+    problem_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "attempt"], name="logarchive_unique_attempt")]
+        indexes = [models.Index(fields=["log_ended_at"], name="logarchive_ended_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.job_id}/{self.attempt} ({self.key})"
 
 
 class DeadLetterQuerySet(models.QuerySet):

@@ -120,3 +120,12 @@ def dead_letters_by_queue(*, since: datetime, min_count: int, samples: int) -> l
     return [{"queue": queue, "count": len(group), "onset": group[-1].created_at,
              "latest": [dead_letter_sample(d, jobs.get(d.job_id)) for d in group[:samples]]}
             for queue, group in sorted(by_queue.items()) if len(group) >= min_count]
+
+
+def log_storage_totals(*, now: datetime | None = None) -> dict:
+    """Where logs live, for staff: live parts in the database, archived objects and bytes, the oldest log,
+    the archive backlog (finished attempts still waiting to move, the oldest finish among them) and the
+    archives readers found missing or corrupt."""
+    from . import archiving
+
+    return archiving.totals(now)

@@ -157,6 +157,10 @@ class LogProgress(BaseModel):
     persisted_through: int
     complete: bool
     truncated: bool
+    archived: bool = Field(description="The attempt's log was moved from the database to the log storage")
+    archived_bytes: int | None = Field(None, description="Bytes of log text in the archive")
+    compressed_bytes: int | None = Field(None, description="Bytes of the stored (compressed) object")
+    expired_at: datetime | None = Field(None, description="When retention deleted the archived log")
 
 
 class JobOut(BaseModel):

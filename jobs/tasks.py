@@ -4,10 +4,12 @@ import logging
 from datetime import datetime
 
 from celery import shared_task
+from django.conf import settings
+from django.core.cache import cache
 from django.db import DatabaseError, transaction
 from django.utils.dateparse import parse_datetime
 
-from . import events, ingest, services
+from . import archiving, events, ingest, services
 from .models import DeadLetter, Job
 
 log = logging.getLogger(__name__)
@@ -98,3 +100,36 @@ def sweep_log_buffers() -> int:
             flush_log_parts.delay(job_id, token)
             count += 1
     return count
+
+
+# Storage errors are all retried: botocore's, a filesystem's, a read-back that does not match.
+ARCHIVE_RETRY = {"autoretry_for": (Exception,), "retry_backoff": 5, "retry_backoff_max": 600, "retry_jitter": True,
+                 "max_retries": 8}  # about half an hour; then the scan queues it again
+
+
+@shared_task(acks_late=True, **ARCHIVE_RETRY)
+def archive_log(job_id: int, attempt: int) -> str:
+    """Move one finished attempt's log to the log storage (see jobs/archiving.py). Safe to run twice: the
+    second run finds the archive and does nothing. While the storage fails it retries with backoff and
+    the parts stay in the database; beat's scan would also pick the attempt up again."""
+    return archiving.archive_attempt(job_id, attempt)
+
+
+@shared_task(acks_late=True)
+def archive_scan(limit: int = 500) -> int:
+    """Beat runs this every LOG_ARCHIVE_SCAN_SECONDS: queue the attempts whose logs are due."""
+    if not settings.LOG_ARCHIVE:
+        return 0
+    queued = 0
+    for job_id, attempt in archiving.due(limit=limit):
+        # Once per quarter hour at most: an attempt whose task is still retrying is not queued twice.
+        if cache.add(f"archive-queued:{job_id}:{attempt}", 1, timeout=900):
+            archive_log.delay(job_id, attempt)
+            queued += 1
+    return queued
+
+
+@shared_task(acks_late=True)
+def expire_logs() -> int:
+    """Beat runs this hourly: delete archived logs past their retention (their jobs and builds stay)."""
+    return archiving.expire()

@@ -211,8 +211,26 @@ def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
         "can_act": permissions.can_operate(request.user, job.build.repository),
         "siblings": job.build.jobs.order_by("id").only("id", "number", "state", "cancel_requested", "attempt"),
         "error_pattern": job.build.repository.log_error_pattern,
+        "log_unavailable": _log_unavailable(job, attempt),
     }
     return render(request, "jobs/job.html", ctx)
+
+
+def _log_unavailable(job: Job, attempt: int) -> str:
+    """Why an archived log cannot be shown (expired, object missing or corrupt); empty when it can."""
+    from . import archive
+
+    found = archive.archive_for(job, attempt) if attempt < job.attempt or job.is_finished else None
+    if found is None:
+        return ""
+    if found.expired_at:
+        return f"This log was deleted on {found.expired_at:%Y-%m-%d %H:%M} UTC: it was older than the " \
+               f"repository's log retention ({archive.retention_days(job.build.repository)} days)."
+    try:
+        archive.Reader(found).close()
+    except archive.LogUnavailable as e:
+        return f"{e.message[:1].upper()}{e.message[1:]}. Staff have been told."
+    return ""
 
 
 @require_POST

@@ -156,7 +156,7 @@ def test_parts_beyond_log_cap_are_413_and_log_shows_marker(client, auth, job, se
     response = post(client, url, {"parts": [{"number": 1, "content": "abc"}]}, auth)
     assert response.status_code == 413 and "truncated" in response.json()["error"]
     assert post(client, url, {"parts": [{"number": 2, "content": "a"}]}, auth).status_code == 413
-    text = client.get(f"/jobs/{job.pk}/log.txt").content.decode()
+    text = client.get(f"/jobs/{job.pk}/log.txt").getvalue().decode()
     assert text.startswith("12345678") and "Log truncated" in text
 
 
@@ -171,7 +171,7 @@ def test_restart_starts_next_attempt_and_old_reports_get_409(client, auth, job):
     assert stale.status_code == 409 and stale.json()["current_attempt"] == 2
     assert post(client, f"{url}/log", {"attempt": 1, "parts": [{"number": 1, "content": "x"}]}, auth).status_code == 409
     post(client, f"{url}/log", {"parts": [{"number": 0, "content": "second attempt"}]}, auth)
-    assert client.get(f"/jobs/{job.pk}/log.txt").content == b"second attempt"
+    assert client.get(f"/jobs/{job.pk}/log.txt").getvalue() == b"second attempt"
     assert client.get(url).json()["attempt"] == 2
 
 
@@ -183,9 +183,9 @@ def test_job_json_includes_state_exit_code_and_inconsistency(client, auth, job):
 
 def test_raw_log_strips_ansi_on_request(client, auth, job):
     post(client, f"/api/v1/jobs/{job.pk}/log", {"parts": [{"number": 0, "content": "\x1b[31mred\x1b[0m"}]}, auth)
-    assert client.get(f"/jobs/{job.pk}/log.txt").content == b"\x1b[31mred\x1b[0m"
+    assert client.get(f"/jobs/{job.pk}/log.txt").getvalue() == b"\x1b[31mred\x1b[0m"
     response = client.get(f"/jobs/{job.pk}/log.txt?ansi=0&download=1")
-    assert response.content == b"red" and "attachment" in response["Content-Disposition"]
+    assert response.getvalue() == b"red" and "attachment" in response["Content-Disposition"]
 
 
 def test_private_jobs_are_404_to_anonymous_but_not_to_staff_or_tokens(client, auth, make_build, alice):

@@ -6,7 +6,9 @@ the AOF the project requires, uvicorn, a Celery worker (prefork) and beat. Resen
 Celery worker is killed with SIGKILL, Redis is killed with SIGKILL, PostgreSQL is stopped as by a crash,
 and uvicorn is killed with SIGKILL; each comes back a few seconds later. After each, every part must
 be stored exactly once and in order within 30 s of the component's return. Run with -s for the figures.
-Also here, against the real processes: 503s in under 2 s while Redis or PostgreSQL is out, the status
+Archiving is on throughout, with a short grace: each job reports `passed` once its log is stored, beat
+moves the log to the log storage (a directory here), and every check reads the log back through the API,
+archived or not. Also here, against the real processes: 503s in under 2 s while Redis or PostgreSQL is out, the status
 page answering without Redis, NUL and lone surrogates, and the dead-letter path."""
 
 import json
@@ -64,7 +66,9 @@ def system(tmp_path_factory):
         env = {k: v for k, v in __import__("os").environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
         env.update(DATABASE_URL=pg.url, REDIS_URL=store.url, CHANNEL_PREFIX=PREFIX, PYTHONUNBUFFERED="1",
                    REDIS_PERSISTENCE="require", DEBUG="True", LOG_LEVEL="WARNING", ALERTS_EVALUATE_SECONDS="3",
-                   CELERY_BEAT_SCHEDULE_FILENAME=str(logs / "celerybeat-schedule"))
+                   CELERY_BEAT_SCHEDULE_FILENAME=str(logs / "celerybeat-schedule"),
+                   LOG_STORAGE_URL="", LOG_STORAGE_DIR=str(logs / "archive"), LOG_ARCHIVE="True",
+                   LOG_ARCHIVE_GRACE="2", LOG_ARCHIVE_SCAN_SECONDS="1")
         import subprocess
         import sys
 
@@ -134,6 +138,7 @@ def stream(system: System, job_ids: list[int], streams: dict) -> list[threading.
             log.send(content(job_id, n), final=n == PARTS - 1)
             time.sleep(PART_INTERVAL)
         log.finish(timeout=90)
+        api.post(f"/api/v1/jobs/{job_id}/state", {"state": "passed", "exit_code": 0})  # now it may be archived
 
     threads = [threading.Thread(target=run, args=(j,), daemon=True) for j in job_ids]
     for t in threads:
@@ -145,6 +150,12 @@ def stored_everything(system: System, job_ids: list[int]) -> bool:
     rows = system.sql("SELECT count(*) FROM jobs_job WHERE id = ANY(%s) AND log_persisted_through = %s",
                       job_ids, PARTS - 1)
     return rows[0][0] == len(job_ids)
+
+
+def archived(system: System, job_ids: list[int]) -> bool:
+    rows = system.sql("SELECT count(*) FROM jobs_logarchive WHERE job_id = ANY(%s)", job_ids)
+    live = system.sql("SELECT count(*) FROM jobs_logpart WHERE job_id = ANY(%s)", job_ids)
+    return rows[0][0] == len(job_ids) and live[0][0] == 0
 
 
 def run_fault(system: System, name: str, inject, recover) -> dict:
@@ -164,16 +175,17 @@ def run_fault(system: System, name: str, inject, recover) -> dict:
         for t in threads:
             t.join(60)
     recovery = time.monotonic() - recovered
-    rows = system.sql("SELECT job_id, number, content FROM jobs_logpart WHERE job_id = ANY(%s) ORDER BY job_id, "
-                      "number", job_ids)
-    by_job: dict[int, list[tuple[int, str]]] = {j: [] for j in job_ids}
-    for job_id, number, text in rows:
-        by_job[job_id].append((number, text))
-    for job_id, parts in by_job.items():
-        assert parts == [(n, content(job_id, n)) for n in range(PARTS)], f"{name}: job {job_id} log is wrong"
+    # Then the finished logs leave the database for the archive, and read back the same.
+    wait_for(lambda: archived(system, job_ids), 60, f"{name}: every log archived", interval=0.2)
+    rows = []
+    by_job: dict[int, list[tuple[int, str]]] = {}
+    for job_id in job_ids:
         log = httpx.get(f"{system.url}/api/v1/jobs/{job_id}/log").json()
-        assert "".join(p["content"] for p in log["parts"]) == "".join(content(job_id, n) for n in range(PARTS))
+        by_job[job_id] = [(p["number"], p["content"]) for p in log["parts"]]
+        rows += by_job[job_id]
+        assert by_job[job_id] == [(n, content(job_id, n)) for n in range(PARTS)], f"{name}: job {job_id} log is wrong"
         assert log["complete"] is True
+        assert httpx.get(f"{system.url}/api/v1/jobs/{job_id}").json()["log"]["archived"] is True
     figures = {
         "fault": name, "jobs": len(job_ids),
         "accepted": sum(len(s.accepted) for s in streams.values()),

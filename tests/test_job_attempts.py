@@ -29,7 +29,7 @@ def test_each_attempts_log_is_read_back_by_number(client, job):
     earlier = client.get(f"/api/v1/jobs/{job.pk}/log?attempt=1").json()
     assert earlier["attempt"] == 1 and earlier["complete"] is True
     assert [p["content"] for p in earlier["parts"]] == ["first try\n"]
-    assert client.get(f"/jobs/{job.pk}/log.txt?attempt=1").content == b"first try\n"
+    assert client.get(f"/jobs/{job.pk}/log.txt?attempt=1").getvalue() == b"first try\n"
     download = client.get(f"/jobs/{job.pk}/log.txt?attempt=1&download=1")
     assert 'filename="job-' in download["Content-Disposition"] and "attempt-1.log" in download["Content-Disposition"]
     assert client.get(f"/api/v1/jobs/{job.pk}/log?attempt=3").status_code == 404

@@ -324,6 +324,8 @@ ERROR_TEXT = {
     409: "Conflict: a superseded attempt, a duplicate number, a transition that cannot happen, or values that "
          "contradict each other (a schema cannot say so)",
     413: "A part over LOG_PART_MAX_BYTES, a log over LOG_MAX_BYTES, or a body over the size limit",
+    410: "The archived log cannot be served: it expired (`log expired on DATE`) or its object is missing or "
+         "corrupt (`log unavailable: archive object missing`); the job itself is still there",
     415: "The body is not application/json",
     429: "Too many parts are waiting to be stored for this job; wait Retry-After seconds, then resend",
     503: "The database or Redis is briefly unreachable; wait Retry-After seconds, then resend",

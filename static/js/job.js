@@ -89,7 +89,8 @@ async function loadEarlierAttempt(attempt) {
       credentials: "same-origin",
     });
     if (!response.ok) {
-      statusEl.textContent = `could not load the log (${response.status})`;
+      const body = await response.json().catch(() => ({}));
+      statusEl.textContent = body.error || `could not load the log (${response.status})`;
       return;
     }
     const page = await response.json();

@@ -91,6 +91,7 @@ export class LogStream {
           headers: { Accept: "application/json" },
           credentials: "same-origin",
         });
+        if (response.status === 410) return; // archived log expired or unreadable: the page says so
         if (!response.ok) throw new Error(`log fetch answered ${response.status}`);
         const page = await response.json();
         if (page.attempt > attempt) this.newAttempt(page.attempt);
