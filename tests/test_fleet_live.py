@@ -124,6 +124,8 @@ def test_fleet_page_reconnects_after_the_socket_drops_and_catches_up(asgi_server
     dot = page.locator("#fleet-live-dot")
     expect(dot).to_have_class("fleet-live-dot on")
     root = page.locator("#fleet-live")
+    # The socket's first open schedules a refetch; let it land before the heartbeat, or it would carry it.
+    expect(root).to_have_attribute("data-refreshed-at", re.compile(r"^\d+$"))
     refreshed = root.get_attribute("data-refreshed-at")
 
     dropped.append("hold")  # from now on, frames from the server stop at the route
