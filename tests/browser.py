@@ -106,3 +106,27 @@ def shoot(page, name: str, **kwargs) -> None:
     if SCREENSHOTS:
         Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"), **kwargs)
+
+
+def relay_websocket(page, pattern):
+    """Route the page's websocket through Playwright to the real server. While `dropped` is non-empty,
+    server frames are appended to it instead of reaching the page. Returns (sockets, delivered, dropped)."""
+    sockets: list = []
+    delivered: list = []
+    dropped: list = []
+
+    def handler(ws):
+        server = ws.connect_to_server()
+
+        def to_page(message):
+            if dropped:
+                dropped.append(message)
+            else:
+                delivered.append(message)
+                ws.send(message)
+
+        server.on_message(to_page)
+        sockets.append(ws)
+
+    page.route_web_socket(pattern, handler)
+    return sockets, delivered, dropped

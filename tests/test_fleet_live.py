@@ -16,6 +16,7 @@ from playwright.sync_api import expect
 
 from fleet.routing import websocket_urlpatterns
 
+from .browser import relay_websocket
 from .conftest import wait_until
 
 APP = URLRouter(websocket_urlpatterns)
@@ -101,22 +102,7 @@ def test_fleet_page_shows_new_instances_and_errors_without_reload(asgi_server, p
 def test_fleet_page_reconnects_after_the_socket_drops_and_catches_up(asgi_server, page, auth, alice):
     """A heartbeat whose doorbell never reaches the page (held back by the route), then the socket drops: the
     page reconnects through the shared LiveSocket and refetches its fragment on open."""
-    sockets: list = []
-    dropped: list = []
-
-    def relay(ws):
-        server = ws.connect_to_server()
-
-        def to_page(message):
-            if dropped:
-                dropped.append(message)
-            else:
-                ws.send(message)
-
-        server.on_message(to_page)
-        sockets.append(ws)
-
-    page.route_web_socket(re.compile(r"/ws/fleet/$"), relay)
+    sockets, _, dropped = relay_websocket(page, re.compile(r"/ws/fleet/$"))
     page.goto(f"{asgi_server}/login/?next=/fleet/")
     page.fill("input[name=username]", "alice")
     page.fill("input[name=password]", "alice-password")

@@ -13,6 +13,7 @@ from buildboard.asgi import application
 from incidents import services
 from incidents.models import Component, StatusPageState
 
+from .browser import relay_websocket
 from .conftest import wait_until
 
 
@@ -157,7 +158,7 @@ def test_status_page_reconnects_after_the_socket_drops_and_catches_up(asgi_serve
     """A change whose frame never reaches the page (held back by the route), then the socket drops: the
     page reconnects with backoff and the greeting's sequence brings it up to date."""
     linux = Component.objects.create(name="Linux builds")
-    sockets, delivered, dropped = _relay(page, re.compile(r"/ws/status/$"))
+    sockets, delivered, dropped = relay_websocket(page, re.compile(r"/ws/status/$"))
     page.goto(f"{asgi_server}/status/")
     wait_until(lambda: page.wait_for_timeout(50) or delivered)
     live = page.locator("#status-live")
@@ -176,27 +177,3 @@ def test_status_page_reconnects_after_the_socket_drops_and_catches_up(asgi_serve
     title = page.locator("#banner-title").inner_text()
     assert title != "All Systems Operational" and f">{title}<" in httpx.get(f"{asgi_server}/status/").text
     assert page.js_errors == []
-
-
-def _relay(page, pattern):
-    """Route the page's websocket through Playwright to the real server. While `dropped` is non-empty,
-    server frames are appended to it instead of reaching the page. Returns (sockets, delivered, dropped)."""
-    sockets: list = []
-    delivered: list = []
-    dropped: list = []
-
-    def handler(ws):
-        server = ws.connect_to_server()
-
-        def to_page(message):
-            if dropped:
-                dropped.append(message)
-            else:
-                delivered.append(message)
-                ws.send(message)
-
-        server.on_message(to_page)
-        sockets.append(ws)
-
-    page.route_web_socket(pattern, handler)
-    return sockets, delivered, dropped
