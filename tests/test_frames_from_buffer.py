@@ -80,7 +80,7 @@ def test_parts_are_announced_from_the_buffer_and_read_back_before_they_are_store
     assert page["more"] is True and page["persisted_through"] == -1
     rest = client.get(f"/api/v1/jobs/{job.pk}/log?after=1").json()
     assert [p["number"] for p in rest["parts"]] == [2] and rest["more"] is False
-    assert client.get(f"/jobs/{job.pk}/log.txt").content.decode() == "one\ntwo\nthree\n"
+    assert client.get(f"/jobs/{job.pk}/log.txt").getvalue() == b"one\ntwo\nthree\n"
 
     async def replay():
         socket, connected, _ = await connect(f"/ws/jobs/{job.pk}/?after=0")
