@@ -19,6 +19,7 @@ import pytest
 import time_machine
 from django.conf import settings
 from django.db import connection
+from django.test import Client
 
 from accounts.models import ApiToken, Grant, Membership, Organization
 from buildboard import celery_app
@@ -143,6 +144,14 @@ def fast_hashing(settings):
 @pytest.fixture
 def alice(django_user_model):
     return django_user_model.objects.create_user("alice", "alice@example.com", "alice-password", is_staff=True)
+
+
+@pytest.fixture
+def staff(alice):
+    """A browser signed in as alice, who is staff."""
+    client = Client()
+    client.force_login(alice)
+    return client
 
 
 @pytest.fixture

@@ -1,19 +1,11 @@
 """From alert to incident: staff draft an unpublished incident, components prefilled from the alert's queue."""
 
 import pytest
-from django.test import Client
 
 from fleet.models import Alert
 from incidents.models import Component, Incident
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def staff(alice) -> Client:
-    c = Client()
-    c.force_login(alice)
-    return c
 
 
 def _alert() -> Alert:

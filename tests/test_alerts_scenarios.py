@@ -73,13 +73,6 @@ def clock():
         yield traveller
 
 
-@pytest.fixture
-def staff(alice) -> Client:
-    c = Client()
-    c.force_login(alice)
-    return c
-
-
 def test_healthy_fleet_with_normal_failure_noise_raises_nothing(client, staff, auth, clock):
     """Three versions side by side, 5% genuine failures everywhere, an occasional benign error, an instance
     replaced the normal way (it starts and comes into service within a minute): an hour without alerts."""

@@ -11,7 +11,6 @@ import pytest
 import time_machine
 from django.core.files.storage import storages
 from django.core.management import call_command
-from django.test import Client
 from django.utils import timezone
 
 from jobs import api, archiving, services, tasks
@@ -82,13 +81,6 @@ def finish(job: Job, parts: list[dict], state: str = "passed") -> Job:
     tasks.apply_job_state(job.pk, job.attempt, state, AT, exit_code=0 if state == "passed" else 1)
     job.refresh_from_db()
     return job
-
-
-@pytest.fixture
-def staff_client(alice) -> Client:
-    c = Client()
-    c.force_login(alice)
-    return c
 
 
 def replay(job: Job, after: int = -1) -> list[dict]:
@@ -211,7 +203,7 @@ def test_an_earlier_attempt_left_in_the_database_is_archived_too(client, job, lo
 
 
 @pytest.mark.parametrize("damage", ["missing", "corrupt"])
-def test_a_missing_or_corrupt_object_is_a_clear_message_never_a_crash(client, staff_client, job, log_storage,
+def test_a_missing_or_corrupt_object_is_a_clear_message_never_a_crash(client, staff, job, log_storage,
                                                                         damage):
     finish(job, parts_of(3))
     assert archiving.archive_attempt(job.pk, 1) == "archived"
@@ -233,7 +225,7 @@ def test_a_missing_or_corrupt_object_is_a_clear_message_never_a_crash(client, st
     assert client.get(f"/builds/{job.build_id}/").status_code == 200
     saved.refresh_from_db()
     assert saved.problem == message
-    fleet = staff_client.get("/fleet/").content.decode()
+    fleet = staff.get("/fleet/").content.decode()
     assert message in fleet
 
 

@@ -4,7 +4,6 @@ import json
 from datetime import timedelta
 
 import pytest
-from django.test import Client
 from django.utils import timezone
 
 from fleet import alerts
@@ -13,13 +12,6 @@ from jobs import ingest, tasks
 from jobs.models import DeadLetter
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def staff(alice) -> Client:
-    c = Client()
-    c.force_login(alice)
-    return c
 
 
 @pytest.fixture

@@ -23,13 +23,6 @@ def beat(client, auth, name, **changes):
     return response.json()
 
 
-@pytest.fixture
-def staff(alice) -> Client:
-    c = Client()
-    c.force_login(alice)
-    return c
-
-
 @pytest.mark.parametrize("url", ["/fleet/", "/fleet/live", "/alerts/", "/alerts/rules/"])
 def test_pages_are_for_staff_only(client, bob, url):
     response = client.get(url)
