@@ -4,10 +4,12 @@ Bearer requests under /api/v1/ skip the browser middleware; everything else keep
 guards every cookie-authenticated POST and every HTML page still carries its CSP."""
 
 import asyncio
+import threading
 
 import httpx
 import pytest
 from django.conf import settings
+from django.core import signals
 from django.test import Client
 
 from buildboard.lib.apichain import is_lean
@@ -101,3 +103,30 @@ def test_html_pages_keep_their_content_security_policy(worker_token, job):
         assert page.status_code == 200
         assert "script-src 'self'" in page.headers["Content-Security-Policy"]
         assert page.headers["X-Frame-Options"] == "DENY"
+
+
+def test_a_lean_request_starts_and_finishes_once_in_the_thread_that_served_it(worker_token, job):
+    """One hop serves a worker's request: request_started, the view and request_finished (which hands the
+    database connection back) run in one thread, once each, for answers and for refusals alike."""
+    seen: list[tuple[str, int]] = []
+
+    def started(**kwargs):
+        seen.append(("started", threading.get_ident()))
+
+    def finished(**kwargs):
+        seen.append(("finished", threading.get_ident()))
+
+    signals.request_started.connect(started)
+    signals.request_finished.connect(finished)
+    try:
+        headers = {"Authorization": f"Bearer {worker_token}"}
+        ok = call("POST", f"/api/v1/jobs/{job.pk}/log", headers=headers,
+                  json={"parts": [{"number": 0, "content": "hello\n"}]})
+        refused = call("POST", "/api/v1/jobs/999999/log", headers=headers,
+                       json={"parts": [{"number": 1, "content": "x"}]})
+    finally:
+        signals.request_started.disconnect(started)
+        signals.request_finished.disconnect(finished)
+    assert ok.status_code == 202 and refused.status_code == 404
+    assert [name for name, _ in seen] == ["started", "finished"] * 2
+    assert seen[0][1] == seen[1][1] and seen[2][1] == seen[3][1]
