@@ -18,6 +18,13 @@ from .models import AlertState
 ALERTS_LOCK = "alerts-evaluate-running"
 
 
+def _lock_seconds(interval: float) -> int:
+    """How long a run's "busy" lock lives: two intervals (at least 10 s). Evaluations may overlap safely (the
+    database arbitrates), so the lock only spares work; and a worker killed mid-run (kill -9, which runs no
+    `finally`) then stalls the next runs by two intervals at most, not a minute."""
+    return max(10, int(2 * interval))
+
+
 def alerts_evaluate_and_notify(*, now: datetime | None = None) -> alerts.Evaluation:
     """One evaluation of every rule, then a notification for each alert that fired or resolved."""
     result = alerts.alerts_evaluate(now=now)
@@ -36,7 +43,7 @@ def _notify_on_commit(alert_id: int, event: str) -> None:
 def alerts_evaluate() -> None:
     """Beat runs this every ALERTS_EVALUATE_SECONDS. A Redis lock skips a run while another is still busy,
     so a slow evaluation does not pile up behind itself (each run looks at the present anyway)."""
-    if not cache.add(ALERTS_LOCK, "1", timeout=max(60, 4 * settings.ALERTS_EVALUATE_SECONDS)):
+    if not cache.add(ALERTS_LOCK, "1", timeout=_lock_seconds(settings.ALERTS_EVALUATE_SECONDS)):
         return
     try:
         alerts_evaluate_and_notify()
@@ -58,7 +65,7 @@ def rollouts_check_and_notify(*, now: datetime | None = None) -> list:
 @shared_task(acks_late=True)
 def rollouts_check() -> None:
     """Beat runs this every ROLLOUT_EVALUATE_SECONDS; like alert evaluation, one run at a time."""
-    if not cache.add(ROLLOUTS_LOCK, "1", timeout=max(60, 4 * settings.ROLLOUT_EVALUATE_SECONDS)):
+    if not cache.add(ROLLOUTS_LOCK, "1", timeout=_lock_seconds(settings.ROLLOUT_EVALUATE_SECONDS)):
         return
     try:
         rollouts_check_and_notify()

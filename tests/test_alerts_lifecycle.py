@@ -7,6 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.core import mail
+from django.core.cache import cache
 from django.db import IntegrityError, close_old_connections, transaction
 from django.utils import timezone
 
@@ -201,3 +202,28 @@ def test_a_failing_rule_does_not_silence_the_others(make_build, monkeypatch):
 
     monkeypatch.setattr(alerts.InconsistentJobs, "evaluate", broken)
     assert [a.rule for a in alerts.alerts_evaluate().fired] == ["queued_too_long"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("task", "lock", "interval", "setting"), [
+    ("alerts_evaluate", tasks.ALERTS_LOCK, 3, "ALERTS_EVALUATE_SECONDS"),
+    ("alerts_evaluate", tasks.ALERTS_LOCK, 30, "ALERTS_EVALUATE_SECONDS"),
+    ("rollouts_check", tasks.ROLLOUTS_LOCK, 3, "ROLLOUT_EVALUATE_SECONDS"),
+])
+def test_a_run_killed_mid_evaluation_stalls_the_next_ones_two_intervals_at_most(
+        settings, monkeypatch, task, lock, interval, setting):
+    """kill -9 runs no `finally`: the busy lock of the dead run must expire soon, or alerting stops meanwhile."""
+    setattr(settings, setting, interval)
+    redis_client = cache._cache.get_client()
+    seen = []
+
+    def killed(**kwargs):
+        seen.append(redis_client.ttl(cache.make_and_validate_key(lock)))
+        raise KeyboardInterrupt  # stands in for the kill: the lock is deleted by `finally`, so read it first
+
+    monkeypatch.setattr(tasks, "alerts_evaluate_and_notify", killed)
+    monkeypatch.setattr(tasks, "rollouts_check_and_notify", killed)
+    with pytest.raises(KeyboardInterrupt):
+        getattr(tasks, task)()
+    assert 0 < seen[0] <= max(10, 2 * interval)
+    assert cache.add(lock, "1", timeout=1)  # and this run's `finally` freed it
