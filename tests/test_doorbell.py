@@ -2,6 +2,8 @@
 reach channel-layer consumers on the real Redis."""
 
 import ast
+import asyncio
+import threading
 from pathlib import Path
 
 import pytest
@@ -104,3 +106,27 @@ def test_the_all_jobs_group_gets_build_frames_and_no_job_frames(job, django_capt
     assert receive(one_job)["type"] == "job.state"
     first = receive(everything)
     assert first["type"] == "build.state" and first["build_id"] == job.build_id and first["state"] == "running"
+
+
+def test_frames_to_the_same_groups_leave_in_the_order_they_were_rung_and_others_do_not_wait(monkeypatch):
+    """The first frame to job-1 waits on Redis longer than the second would: the second still leaves after
+    it, while a frame to job-2 rung last leaves at once."""
+    layer = get_channel_layer()
+    sent: list[tuple[str, int]] = []
+    changed = threading.Condition()
+
+    async def slow_then_fast(group, message):
+        if message["n"] == 1:
+            await asyncio.sleep(0.5)
+        with changed:
+            sent.append((group, message["n"]))
+            changed.notify_all()
+
+    monkeypatch.setattr(layer, "group_send", slow_then_fast)
+    doorbell.announce_now(["job-1"], {"type": "log.parts", "n": 1})
+    doorbell.announce_now(["job-1"], {"type": "log.parts", "n": 2})
+    doorbell.announce_now(["job-2"], {"type": "log.parts", "n": 3})
+    with changed:
+        assert changed.wait_for(lambda: len(sent) == 3, timeout=10)
+    assert sent == [("job-2", 3), ("job-1", 1), ("job-1", 2)]
+    assert doorbell._turns == {}  # nothing kept once the frames are out

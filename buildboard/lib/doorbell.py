@@ -2,7 +2,9 @@
 channel-layer groups.
 
 Every announcer in the apps (jobs, fleet, the status page, access changes) goes through here, so all
-frames leave from one long-lived event loop per process; nothing else calls group_send.
+frames leave from one long-lived event loop per process; nothing else calls group_send. Frames to the same
+groups leave in the order they were rung (a job's parts arrive in order, so viewers rarely hold one back),
+while frames to other groups do not wait behind them.
 The database is the truth and these frames only say "look again"; a frame lost (channels_redis drops
 messages when a channel is full, Redis may be away) costs a refetch, never data."""
 
@@ -18,6 +20,9 @@ log = logging.getLogger(__name__)
 
 _loop_lock = threading.Lock()
 _loop: tuple[int, asyncio.AbstractEventLoop] | None = None
+# Per tuple of groups, on the announcer loop only: the lock its frames take turns on, and how many
+# frames hold or wait for it (the entry goes when that reaches 0).
+_turns: dict[tuple[str, ...], tuple[asyncio.Lock, int]] = {}
 
 
 def _announcer_loop() -> asyncio.AbstractEventLoop:
@@ -30,12 +35,28 @@ def _announcer_loop() -> asyncio.AbstractEventLoop:
             loop = asyncio.new_event_loop()
             threading.Thread(target=loop.run_forever, name="channel-announcer", daemon=True).start()
             _loop = (os.getpid(), loop)
+            _turns.clear()  # a forked child's copy of its parent's waiters belongs to the parent's loop
         return _loop[1]
 
 
 async def _send_all(layer, groups: list[str], message: dict) -> None:
-    for group in groups:
-        await layer.group_send(group, message)
+    """Send after the frames rung earlier to the same groups. Coroutines start in the order they were
+    scheduled and asyncio.Lock wakes its waiters first come first served, so sends to the same groups
+    keep their order even when an earlier one waits on Redis longer than a later one would."""
+    key = tuple(groups)
+    lock, holders = _turns.get(key, (None, 0))
+    lock = lock or asyncio.Lock()
+    _turns[key] = (lock, holders + 1)
+    try:
+        async with lock:
+            for group in groups:
+                await layer.group_send(group, message)
+    finally:
+        lock, holders = _turns[key]
+        if holders == 1:
+            del _turns[key]
+        else:
+            _turns[key] = (lock, holders - 1)
 
 
 def ring(groups: list[str], message: dict) -> None:
