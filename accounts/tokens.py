@@ -20,6 +20,7 @@ from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
 
+from buildboard.lib.dbthread import in_db_thread
 from buildboard.lib.jsonapi import ApiError
 
 from .models import ApiToken, TokenKind, hash_secret
@@ -121,8 +122,32 @@ def token_from(request: HttpRequest) -> ApiToken | None:
 def require_token(request: HttpRequest) -> ApiToken:
     """The request's live token; raises ApiError(401) with a message saying what is wrong."""
     if "Authorization" not in request.headers:
-        raise ApiError(401, "missing Authorization header; send 'Authorization: Bearer <token>'")
+        raise ApiError(401, _MISSING)
     token = token_from(request)
     if token is None:
-        raise ApiError(401, "invalid, expired or revoked API token")
+        raise ApiError(401, _INVALID)
     return token
+
+
+async def arequire_token(request: HttpRequest) -> ApiToken:
+    """require_token for a view on the event loop: a token verified in the last TOKEN_CACHE_SECONDS is
+    taken from memory without leaving the loop; the generation check and a database read run in a thread."""
+    if "Authorization" not in request.headers:
+        raise ApiError(401, _MISSING)
+    scheme, _, secret = request.headers["Authorization"].partition(" ")
+    secret = secret.strip()
+    token = None
+    if scheme.lower() == "bearer" and secret:
+        cached = _cache.get(hash_secret(secret))
+        if (cached and cached[0] > time.monotonic() and cached[1].is_live()
+                and time.monotonic() - _generation[1] < GENERATION_CHECK_SECONDS):
+            token = _fresh_copy(cached[1])
+        else:
+            token = await in_db_thread(authenticate)(secret)
+    if token is None:
+        raise ApiError(401, _INVALID)
+    return token
+
+
+_MISSING = "missing Authorization header; send 'Authorization: Bearer <token>'"
+_INVALID = "invalid, expired or revoked API token"

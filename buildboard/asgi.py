@@ -74,13 +74,61 @@ class ApiASGIHandler(OneHopASGIHandler):
             settings.MIDDLEWARE = full
 
 
+class LoopASGIHandler(ApiASGIHandler):
+    """The lean chain for async views (the worker's log POST): the middleware, the view and the answer all
+    run on the event loop, so the request never waits for a thread or for the GIL to come back to the
+    loop. request_started and request_finished are sent on the loop as well: their receivers only reset
+    this thread's database connections and caches, which the loop never opens (a view that needs the
+    database goes to a thread for it, as channels' database_sync_to_async does)."""
+
+    get_response_async = ASGIHandler.get_response_async  # Django's own: the async chain, awaited on the loop
+
+    async def handle(self, scope, receive, send):
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        set_script_prefix(get_script_prefix(scope))
+        try:
+            signals.request_started.send(sender=self.__class__, scope=scope)
+            request, response = self.create_request(scope, body_file)
+            if request is not None:
+                response = await self.get_response_async(request)
+            response._handler_class = self.__class__
+            await self.send_response(response, send)
+            response.close()
+        finally:
+            body_file.close()
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        from django.conf import settings
+
+        full = settings.MIDDLEWARE
+        settings.MIDDLEWARE = settings.API_MIDDLEWARE
+        try:
+            ASGIHandler.load_middleware(self, is_async=True)
+        finally:
+            settings.MIDDLEWARE = full
+
+    def resolve_request(self, request):
+        """The operation for the request's method, not the route() dispatching to it (which is sync)."""
+        match = super().resolve_request(request)
+        match.func = view_for(match.func, request.method)
+        return match
+
+
 django_asgi_app = OneHopASGIHandler()
 api_asgi_app = ApiASGIHandler()
+loop_asgi_app = LoopASGIHandler()
 
 
 async def http_app(scope, receive, send):
-    """Bearer requests under /api/v1/ take the lean chain; everything else the full one."""
-    app = api_asgi_app if is_lean(scope) else django_asgi_app
+    """Bearer requests under /api/v1/ take the lean chain, on the event loop if their view is async;
+    everything else takes the full one."""
+    if not is_lean(scope):
+        app = django_asgi_app
+    else:
+        app = loop_asgi_app if runs_on_loop(scope) else api_asgi_app
     await app(scope, receive, send)
 
 
@@ -89,7 +137,8 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from buildboard.lib.apichain import is_lean  # noqa: E402
+from buildboard.lib.apichain import is_lean, runs_on_loop  # noqa: E402
+from buildboard.lib.jsonapi import view_for  # noqa: E402
 from buildboard.routing import websocket_urlpatterns  # noqa: E402
 from jobs.ingest import check_persistence  # noqa: E402
 

@@ -73,7 +73,7 @@ MIDDLEWARE = [
 # without sessions, CSRF (the API's operations are token-only and CSRF-exempt), messages, CSP and frame
 # options (JSON is no page), static files, the status cache or sign-in lockouts.
 API_MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
+    "buildboard.lib.apichain.SecurityMiddleware",
     "buildboard.lib.errors.JsonErrorsMiddleware",
     "buildboard.lib.errors.RequestHygieneMiddleware",
     "buildboard.lib.apichain.TokenOnlyMiddleware",
@@ -141,12 +141,11 @@ REDIS_PERSISTENCE = os.getenv("REDIS_PERSISTENCE", "warn" if DEBUG else "require
 
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": "buildboard.lib.channel_layer.ChannelLayer",  # Redis pub/sub, bounded per consumer
         "CONFIG": {
             "hosts": [REDIS_URL],
             "prefix": f"{CHANNEL_PREFIX}:asgi",
             "capacity": envint("CHANNEL_CAPACITY", 1000),
-            "expiry": 30,
         },
     }
 }

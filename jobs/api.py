@@ -18,12 +18,12 @@ from django.views.decorators.http import require_GET, require_safe
 
 from accounts import permissions
 from accounts.models import ApiToken, TokenKind
-from accounts.tokens import require_token, token_from
+from accounts.tokens import arequire_token, require_token, token_from
 from buildboard.lib.errors import TRANSIENT_ERRORS
 from buildboard.lib.jsonapi import ApiError, Call, Unavailable, openapi_document, operation, respond
-from buildboard.lib.publish import enqueue, enqueue_soon
+from buildboard.lib.publish import aenqueue_soon, enqueue
 
-from . import events, ingest, logread, services, tasks
+from . import card, events, ingest, logread, services, tasks
 from .models import MAX_BUILD_NUMBER, BuildNumbersExhausted, Job, create_build
 from .schemas import (
     Ack,
@@ -170,9 +170,20 @@ def job_state(request: HttpRequest, job_id: int, call: Call) -> HttpResponse:
            errors=(404, 409, 413, 429),
            description="Keep every part until `persisted_through` reaches its number; resend what lies "
                        "beyond it after a 429 or 503 (wait Retry-After) or when it stops advancing.")
-def job_log_append(request: HttpRequest, job_id: int, call: Call) -> HttpResponse:
-    job = _get_job_for_worker(request, job_id, "log_bytes", "log_truncated", "log_persisted_through")
+async def job_log_append(request: HttpRequest, job_id: int, call: Call) -> HttpResponse:
+    # The hottest request there is: it runs on the event loop, reads the job's card from Redis (jobs/card.py)
+    # rather than its row, and leaves the loop only for what is not in memory or Redis yet.
+    token = await arequire_token(request)
+    try:
+        job = await card.read(job_id)
+    except TRANSIENT_ERRORS:  # Redis is away: the database says what the 503 tells the worker
+        job = None
+    job = job or await card.fill(job_id)
+    if job is None or not permissions.token_may_report(token, queue=job.queue, owner=job.owner, name=job.name):
+        raise ApiError(404, f"job {job_id} does not exist")
     log = call.body()
+    if log.attempt is not None and log.attempt != job.attempt:
+        job = await card.fill(job_id) or job  # the card may not have heard of a restart yet: ask the database
     attempt = _attempt(log.attempt, job)
     progress = {"cancel": job.cancel_requested, "persisted_through": job.log_persisted_through}
     sizes = []
@@ -196,11 +207,12 @@ def job_log_append(request: HttpRequest, job_id: int, call: Call) -> HttpRespons
         if b"\\u0000" in body:
             body = json.dumps({"parts": [p.model_dump() for p in log.parts]}).encode()
         try:
-            accepted = ingest.accept_parts(job.pk, attempt, body, size=sum(sizes), stored_bytes=job.log_bytes)
+            accepted = await ingest.aaccept_parts(job.pk, attempt, body, size=sum(sizes),
+                                                  stored_bytes=job.log_bytes)
             if accepted.announced_at:  # durable in the buffer and certain to be stored: show it now
-                events.announce_buffered_parts(job, attempt, log.parts, accepted.announced_at)
+                await events.announce_buffered_parts(job, attempt, log.parts, accepted.announced_at)
             if accepted.token:  # the parts are durable already; the sweep reschedules a lost flush
-                enqueue_soon(tasks.flush_log_parts, job.pk, accepted.token)
+                await aenqueue_soon(tasks.flush_log_parts, job.pk, accepted.token)
         except ingest.BufferFull:
             retry_after = {"Retry-After": str(settings.API_RETRY_AFTER_SECONDS)}
             raise ApiError(429, f"{settings.LOG_BUFFER_MAX_ITEMS} requests of this job are still waiting to be "

@@ -83,7 +83,7 @@ def announce_log_parts(job, parts) -> None:
     announce_on_commit([job_group(job.pk)], frame)
 
 
-def announce_buffered_parts(job, attempt: int, parts, at) -> None:
+async def announce_buffered_parts(job, attempt: int, parts, at) -> None:
     """Parts the API has just put in the job's buffer, announced as soon as they are durable there (see
     ingest.accept_parts); the drain announces nothing more about them. A number repeated in one request
     is announced once, as it will be stored: the first one."""
@@ -94,7 +94,7 @@ def announce_buffered_parts(job, attempt: int, parts, at) -> None:
             seen.add(part.number)
             frame_parts.append({"number": part.number, "content": part.content, "final": part.final,
                                 "at": at.isoformat()})
-    announce_now([job_group(job.pk)], {
+    await announce_now([job_group(job.pk)], {
         "type": "log.parts",
         "job_id": job.pk,
         "attempt": attempt,

@@ -29,17 +29,20 @@ and the job's later parts go on being stored.
 Backpressure. A job may have at most LOG_BUFFER_MAX_ITEMS requests waiting; beyond that the API answers
 429 and the worker resends later, so a stalled database cannot fill Redis's memory."""
 
+import asyncio
 import json
 import logging
 import os
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
 import redis
+import redis.asyncio
 from django.conf import settings
 from django.utils import timezone
 
@@ -133,6 +136,38 @@ def _redis() -> redis.Redis:
         return _client[1]
 
 
+_aclients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis]" = weakref.WeakKeyDictionary()
+
+
+def aredis() -> redis.asyncio.Redis:
+    """The running event loop's Redis client (a connection pool belongs to the loop it was made on), with
+    the same timeouts as the threads' client. The server's loop keeps one for its life; a short-lived loop
+    (async_to_sync's, in tests and management commands) closes its client as it closes."""
+    loop = asyncio.get_running_loop()
+    client = _aclients.get(loop)
+    if client is None:
+        client = _aclients[loop] = redis.asyncio.Redis.from_url(
+            settings.REDIS_URL, socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT,
+            socket_timeout=settings.REDIS_SOCKET_TIMEOUT, health_check_interval=30)
+        _close_with(loop, client)
+    return client
+
+
+def _close_with(loop: asyncio.AbstractEventLoop, client: redis.asyncio.Redis) -> None:
+    close = loop.close
+
+    def closing() -> None:
+        loop.close = close
+        if _aclients.pop(loop, None) is not None and not loop.is_running():
+            try:
+                loop.run_until_complete(client.aclose())
+            except Exception:  # the loop is going away either way
+                log.debug("closing a loop's Redis client failed", exc_info=True)
+        close()
+
+    loop.close = closing
+
+
 def _buffer_key(job_id: int) -> str:
     return f"{settings.CHANNEL_PREFIX}:logbuf:{job_id}"
 
@@ -155,6 +190,23 @@ class Accepted:
     announced_at: datetime | None  # when the parts may be shown to viewers at once (None: after storing)
 
 
+def _push_args(job_id: int, attempt: int, body: bytes, size: int | None, stored_bytes: int) -> tuple[list, str, object]:
+    token = uuid.uuid4().hex
+    now = timezone.now()
+    keys = [_buffer_key(job_id), _owner_key(job_id), _accepted_key(job_id, attempt)]
+    args = [body, settings.LOG_BUFFER_MAX_ITEMS, token, _lease(), "" if size is None else size, stored_bytes,
+            settings.LOG_MAX_BYTES, ACCEPTED_TTL_SECONDS, b"%d\n" % attempt,
+            b"%d %d\n" % (attempt, int(now.timestamp() * 1_000_000))]
+    return [keys, args], token, now
+
+
+def _accepted(job_id: int, result: list, token: str, now: datetime) -> "Accepted":
+    owned, announced = result
+    if owned == -1:
+        raise BufferFull(job_id)
+    return Accepted(token if owned == 1 else None, now if announced else None)
+
+
 def accept_parts(job_id: int, attempt: int, body: bytes, size: int | None = None, stored_bytes: int = 0) -> Accepted:
     """Append one validated request body holding `size` bytes of log content to the job's buffer.
 
@@ -162,16 +214,16 @@ def accept_parts(job_id: int, attempt: int, body: bytes, size: int | None = None
     marked announced while the attempt's accepted bytes stay within the log cap: its parts will certainly
     be stored, so viewers may see them now, and readers (jobs/logread.py) show them until they are.
     Raises BufferFull when the job's backlog is full, and Redis errors when Redis is out of reach."""
-    token = uuid.uuid4().hex
-    now = timezone.now()
-    owned, announced = _redis().register_script(_PUSH)(
-        keys=[_buffer_key(job_id), _owner_key(job_id), _accepted_key(job_id, attempt)],
-        args=[body, settings.LOG_BUFFER_MAX_ITEMS, token, _lease(), "" if size is None else size, stored_bytes,
-              settings.LOG_MAX_BYTES, ACCEPTED_TTL_SECONDS, b"%d\n" % attempt,
-              b"%d %d\n" % (attempt, int(now.timestamp() * 1_000_000))])
-    if owned == -1:
-        raise BufferFull(job_id)
-    return Accepted(token if owned == 1 else None, now if announced else None)
+    (keys, args), token, now = _push_args(job_id, attempt, body, size, stored_bytes)
+    return _accepted(job_id, _redis().register_script(_PUSH)(keys=keys, args=args), token, now)
+
+
+async def aaccept_parts(job_id: int, attempt: int, body: bytes, size: int | None = None,
+                        stored_bytes: int = 0) -> Accepted:
+    """accept_parts for a view on the event loop: the same script, through the loop's Redis client."""
+    (keys, args), token, now = _push_args(job_id, attempt, body, size, stored_bytes)
+    result = await aredis().register_script(_PUSH)(keys=keys, args=args)
+    return _accepted(job_id, result, token, now)
 
 
 def buffer_parts(job_id: int, attempt: int, body: bytes) -> str | None:

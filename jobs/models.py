@@ -15,6 +15,7 @@ from django.utils import timezone
 from accounts import permissions
 from accounts.services import ensure_organization
 
+from . import card
 from .states import (
     ACTIVE_STATES,
     FINAL_STATES,
@@ -294,6 +295,7 @@ class Job(models.Model):
         )
         if updated:
             self.refresh_from_db()
+            card.changing(self)
         return bool(updated)
 
     def request_cancel(self) -> bool:
@@ -303,6 +305,7 @@ class Job(models.Model):
         )
         if updated:
             self.refresh_from_db()
+            card.changing(self)
         return bool(updated)
 
     def store_log_parts(self, attempt: int, parts: list[dict]) -> list["LogPart"]:

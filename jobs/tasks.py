@@ -9,7 +9,7 @@ from django.core.cache import cache
 from django.db import DatabaseError, transaction
 from django.utils.dateparse import parse_datetime
 
-from . import archiving, events, ingest, services
+from . import archiving, card, events, ingest, services
 from .models import DeadLetter, Job
 
 log = logging.getLogger(__name__)
@@ -40,14 +40,21 @@ def apply_job_state(job_id: int, attempt: int, state: str, at: str, worker: str 
 
 def store_log_parts(job_id: int, batches: list[tuple[int, list[dict]]]) -> None:
     """Store batches of (attempt, parts) in one transaction; parts of superseded attempts are dropped,
-    duplicates skipped, and the log cap enforced."""
+    duplicates skipped, and the log cap enforced. Called outside any transaction (the drain's contract:
+    stored means committed), so the job's card hears of the new progress as soon as the block ends."""
+    job = _store_log_parts(job_id, batches)
+    if job is not None:
+        card.update(job)
+
+
+def _store_log_parts(job_id: int, batches: list[tuple[int, list[dict]]]) -> Job | None:
     with transaction.atomic():
         job = _locked_job(job_id)
         if job is None:
             return
         parts = [part for attempt, batch in batches if attempt == job.attempt for part in batch]
         if not parts:
-            return
+            return None
         before = (job.exit_code, job.inconsistent, job.log_truncated, job.log_complete)
         stored = job.store_log_parts(job.attempt, parts)
         # Parts the API announced from the buffer were shown already; the rest are announced now.
@@ -55,6 +62,7 @@ def store_log_parts(job_id: int, batches: list[tuple[int, list[dict]]]) -> None:
         events.announce_log_parts(job, [p for p in stored if p.number not in announced])
         if before != (job.exit_code, job.inconsistent, job.log_truncated, job.log_complete):
             events.announce_job(job)
+    return job
 
 
 @shared_task(acks_late=True, **RETRY)
@@ -77,6 +85,8 @@ def set_aside_log_parts(job_id: int, poison: list[ingest.Poison]) -> None:
         if markers:
             stored = job.store_log_parts(job.attempt, markers)
             events.announce_log_parts(job, stored)
+    if job is not None:
+        card.update(job)
     log.error("job %s: %d log part(s) set aside as dead letters: %s", job_id, len(poison), poison[0].error)
 
 

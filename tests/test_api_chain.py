@@ -130,3 +130,36 @@ def test_a_lean_request_starts_and_finishes_once_in_the_thread_that_served_it(wo
     assert ok.status_code == 202 and refused.status_code == 404
     assert [name for name, _ in seen] == ["started", "finished"] * 2
     assert seen[0][1] == seen[1][1] and seen[2][1] == seen[3][1]
+
+
+def test_the_log_post_is_served_on_the_event_loop_and_other_views_in_one_thread_hop(worker_token, job,
+                                                                                     monkeypatch):
+    """The worker's log POST (an async view) runs on the server's event loop from the first middleware to
+    the answer; a sync view (the state report) still runs in one thread. Both carry the API's headers."""
+    from jobs import ingest
+
+    threads: dict[str, int] = {}
+    accept = ingest.aaccept_parts
+
+    async def recording(*args, **kwargs):
+        threads["log"] = threading.get_ident()
+        return await accept(*args, **kwargs)
+
+    def started(**kwargs):
+        threads.setdefault("started", threading.get_ident())
+
+    monkeypatch.setattr(ingest, "aaccept_parts", recording)
+    headers = {"Authorization": f"Bearer {worker_token}"}
+    log = call("POST", f"/api/v1/jobs/{job.pk}/log", headers=headers,
+               json={"parts": [{"number": 0, "content": "hello\n"}]})
+    signals.request_started.connect(started)
+    try:
+        state = call("POST", f"/api/v1/jobs/{job.pk}/state", headers=headers, json={"state": "started"})
+    finally:
+        signals.request_started.disconnect(started)
+    assert log.status_code == 202 and state.status_code == 202
+    assert threads["log"] == threading.get_ident()  # call() runs the app's loop in this thread
+    assert threads["started"] != threading.get_ident()
+    for response in (log, state):
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["Referrer-Policy"] == "same-origin"

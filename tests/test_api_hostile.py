@@ -7,6 +7,7 @@ import json
 
 import pytest
 import redis
+import redis.asyncio
 
 from fleet.models import Worker
 from jobs import ingest
@@ -209,6 +210,8 @@ def redis_down():
     dead = redis.Redis(host="127.0.0.1", port=9, socket_connect_timeout=0.2)
     with pytest.MonkeyPatch.context() as patch:  # undone before conftest empties the (real) buffers
         patch.setattr(ingest, "_redis", lambda: dead)
+        patch.setattr(ingest, "aredis", lambda: redis.asyncio.Redis(host="127.0.0.1", port=9,
+                                                                     socket_connect_timeout=0.2))
         yield
 
 

@@ -7,7 +7,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 
@@ -18,6 +17,7 @@ from incidents import live as status_live
 from incidents import services as incident_services
 from incidents.models import Component, StatusPageState
 from jobs import events, tasks
+from tests.layer import listen, receive
 
 AT = "2026-11-26T10:00:00+00:00"
 APPS = ("accounts", "fleet", "incidents", "jobs")
@@ -35,18 +35,6 @@ def rings(monkeypatch) -> list[tuple[list[str], dict]]:
 
     monkeypatch.setattr(doorbell, "ring", recording)
     return calls
-
-
-def listen(*groups: str) -> str:
-    layer = get_channel_layer()
-    channel = async_to_sync(layer.new_channel)()
-    for group in groups:
-        async_to_sync(layer.group_add)(group, channel)
-    return channel
-
-
-def receive(channel: str) -> dict:
-    return async_to_sync(get_channel_layer().receive)(channel)
 
 
 def test_no_app_talks_to_the_channel_layer_but_through_the_doorbell():
@@ -110,23 +98,35 @@ def test_the_all_jobs_group_gets_build_frames_and_no_job_frames(job, django_capt
 
 def test_frames_to_the_same_groups_leave_in_the_order_they_were_rung_and_others_do_not_wait(monkeypatch):
     """The first frame to job-1 waits on Redis longer than the second would: the second still leaves after
-    it, while a frame to job-2 rung last leaves at once."""
+    it, while a frame to job-2 rung last leaves at once. Rung from sync code (the announcer loop) and from
+    code on an event loop (the worker's log POST) alike."""
     layer = get_channel_layer()
     sent: list[tuple[str, int]] = []
     changed = threading.Condition()
 
     async def slow_then_fast(group, message):
-        if message["n"] == 1:
+        if message["n"] in (1, 4):
             await asyncio.sleep(0.5)
         with changed:
             sent.append((group, message["n"]))
             changed.notify_all()
 
     monkeypatch.setattr(layer, "group_send", slow_then_fast)
-    doorbell.announce_now(["job-1"], {"type": "log.parts", "n": 1})
-    doorbell.announce_now(["job-1"], {"type": "log.parts", "n": 2})
-    doorbell.announce_now(["job-2"], {"type": "log.parts", "n": 3})
+    for groups, n in ((["job-1"], 1), (["job-1"], 2), (["job-2"], 3)):  # as ring() schedules each, unwaited
+        asyncio.run_coroutine_threadsafe(doorbell._send_all(layer, groups, {"type": "log.parts", "n": n}),
+                                         doorbell._announcer_loop())
     with changed:
         assert changed.wait_for(lambda: len(sent) == 3, timeout=10)
     assert sent == [("job-2", 3), ("job-1", 1), ("job-1", 2)]
-    assert doorbell._turns == {}  # nothing kept once the frames are out
+
+    async def on_a_loop():
+        rung = [asyncio.create_task(doorbell.announce_now(["job-1"], {"type": "log.parts", "n": n}))
+                for n in (4, 5)]
+        await doorbell.announce_now(["job-2"], {"type": "log.parts", "n": 6})
+        assert sent[3:] == [("job-2", 6)]
+        await asyncio.gather(*rung)
+        assert dict(doorbell._turns[asyncio.get_running_loop()]) == {}
+
+    asyncio.run(on_a_loop())
+    assert sent[3:] == [("job-2", 6), ("job-1", 4), ("job-1", 5)]
+    assert all(turns == {} for turns in doorbell._turns.values())  # nothing kept once the frames are out

@@ -1,23 +1,16 @@
 """End to end: a real HTTP server and a real Celery worker carry a report into the database and
 onto the channel layer, through a real Redis."""
 
-import asyncio
-
 import httpx
 import pytest
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 
 from jobs import events
 from jobs.models import Job
 
 from .conftest import wait_until
+from .layer import listen, receive
 
 pytestmark = pytest.mark.e2e
-
-
-async def _receive(layer, channel, timeout=20):
-    return await asyncio.wait_for(layer.receive(channel), timeout)
 
 
 def test_report_travels_from_http_through_celery_to_database_and_channel_layer(live_system, token):
@@ -28,9 +21,7 @@ def test_report_travels_from_http_through_celery_to_database_and_channel_layer(l
         assert created.status_code == 201, created.text
         job_id = created.json()["jobs"][0]["id"]
 
-        layer = get_channel_layer()
-        channel = async_to_sync(layer.new_channel)()
-        async_to_sync(layer.group_add)(events.job_group(job_id), channel)
+        channel = listen(events.job_group(job_id))
 
         assert http.post(f"/api/v1/jobs/{job_id}/state", json={"state": "started", "worker": "w1"}).status_code == 202
         parts = [{"number": 1, "content": "second\n"}, {"number": 0, "content": "first\n"}]
@@ -46,7 +37,7 @@ def test_report_travels_from_http_through_celery_to_database_and_channel_layer(l
 
         frames = []
         while not any(f["type"] == "job.state" and f["state"] == "passed" for f in frames):
-            frames.append(async_to_sync(_receive)(layer, channel))
+            frames.append(receive(channel, 30))
         numbers = [p["number"] for f in frames if f["type"] == "log.parts" for p in f["parts"]]
         assert sorted(numbers) == [0, 1, 2]
         assert [f["state"] for f in frames if f["type"] == "job.state"][0] == "started"

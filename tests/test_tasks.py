@@ -3,11 +3,10 @@
 from datetime import UTC, datetime
 
 import pytest
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 
 from jobs import events, logread, tasks
 from jobs.models import Job
+from tests.layer import listen, receive
 
 AT = "2017-02-02T12:00:00+00:00"
 LATER = "2017-02-02T12:05:00+00:00"
@@ -116,14 +115,12 @@ def test_build_stays_running_while_a_required_job_is_unfinished(make_build):
 
 
 def test_state_change_is_announced_after_commit_with_its_sequence(job, django_capture_on_commit_callbacks):
-    layer = get_channel_layer()
-    channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(events.job_group(job.pk), channel)
+    channel = listen(events.job_group(job.pk))
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         report(job, "started")
         tasks.ingest_log_parts(job.pk, 1, [{"number": 0, "content": "hi"}])
     assert callbacks
-    first = async_to_sync(layer.receive)(channel)
-    second = async_to_sync(layer.receive)(channel)
+    first = receive(channel)
+    second = receive(channel)
     assert first["type"] == "job.state" and first["state"] == "started" and first["seq"] == Job.objects.get().seq - 1
     assert second["type"] == "log.parts" and [p["number"] for p in second["parts"]] == [0]

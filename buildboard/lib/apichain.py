@@ -12,8 +12,10 @@ preflight, which this site never grants. A lean request is judged by its token a
 
 from collections.abc import Callable
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest, HttpResponse
+from django.middleware.security import SecurityMiddleware as DjangoSecurityMiddleware
 
 API_PREFIX = "/api/v1/"
 
@@ -28,13 +30,42 @@ def is_lean(scope: dict) -> bool:
     return False
 
 
+class SecurityMiddleware(DjangoSecurityMiddleware):
+    """Django's SecurityMiddleware (HTTPS redirect, HSTS, nosniff, referrer and opener policies), with its two
+    hooks called inline in an async chain. Django's MiddlewareMixin runs each hook of an async chain in the
+    sync thread, two thread hops per request that cost the worker's log POST more than the rest of its work
+    (measured: 3.4 of 6 ms in the handler); the hooks only read settings and set headers."""
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        response = self.process_request(request) or await self.get_response(request)
+        return self.process_response(request, response)
+
+
+def runs_on_loop(scope: dict) -> bool:
+    """A lean request whose view is async: buildboard/asgi.py serves it on the event loop."""
+    from django.urls import Resolver404, get_resolver
+
+    from .jsonapi import view_for
+
+    try:
+        match = get_resolver().resolve(scope["path"])
+    except Resolver404:
+        return False
+    return iscoroutinefunction(view_for(match.func, scope.get("method", "")))
+
+
 class TokenOnlyMiddleware:
     """No session on the lean chain: the request's user is anonymous, whatever cookies it carries, so
     only its token can grant anything (views read request.user for public data)."""
 
+    sync_capable = True
+    async_capable = True
+
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
         self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         request.user = AnonymousUser()
-        return self.get_response(request)
+        return self.get_response(request)  # a coroutine in an async chain, which the caller awaits

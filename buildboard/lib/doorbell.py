@@ -1,8 +1,9 @@
 """The doorbell every live page shares: after a commit (or once data is durable elsewhere), a frame to
 channel-layer groups.
 
-Every announcer in the apps (jobs, fleet, the status page, access changes) goes through here, so all
-frames leave from one long-lived event loop per process; nothing else calls group_send. Frames to the same
+Every announcer in the apps (jobs, fleet, the status page, access changes) goes through here; nothing
+else calls group_send. Frames rung from sync code leave from one long-lived event loop per process; a view
+that runs on the server's event loop (the worker's log POST) rings on that loop. Frames to the same
 groups leave in the order they were rung (a job's parts arrive in order, so viewers rarely hold one back),
 while frames to other groups do not wait behind them.
 The database is the truth and these frames only say "look again"; a frame lost (channels_redis drops
@@ -12,6 +13,7 @@ import asyncio
 import logging
 import os
 import threading
+import weakref
 
 from channels.layers import get_channel_layer
 from django.db import transaction
@@ -20,9 +22,10 @@ log = logging.getLogger(__name__)
 
 _loop_lock = threading.Lock()
 _loop: tuple[int, asyncio.AbstractEventLoop] | None = None
-# Per tuple of groups, on the announcer loop only: the lock its frames take turns on, and how many
-# frames hold or wait for it (the entry goes when that reaches 0).
-_turns: dict[tuple[str, ...], tuple[asyncio.Lock, int]] = {}
+# Per event loop, per tuple of groups: the lock its frames take turns on, and how many frames hold or wait
+# for it (the entry goes when that reaches 0).
+_turns: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, ...], tuple[asyncio.Lock, int]]]" = (
+    weakref.WeakKeyDictionary())
 
 
 def _announcer_loop() -> asyncio.AbstractEventLoop:
@@ -35,7 +38,6 @@ def _announcer_loop() -> asyncio.AbstractEventLoop:
             loop = asyncio.new_event_loop()
             threading.Thread(target=loop.run_forever, name="channel-announcer", daemon=True).start()
             _loop = (os.getpid(), loop)
-            _turns.clear()  # a forked child's copy of its parent's waiters belongs to the parent's loop
         return _loop[1]
 
 
@@ -44,19 +46,20 @@ async def _send_all(layer, groups: list[str], message: dict) -> None:
     scheduled and asyncio.Lock wakes its waiters first come first served, so sends to the same groups
     keep their order even when an earlier one waits on Redis longer than a later one would."""
     key = tuple(groups)
-    lock, holders = _turns.get(key, (None, 0))
+    turns = _turns.setdefault(asyncio.get_running_loop(), {})
+    lock, holders = turns.get(key, (None, 0))
     lock = lock or asyncio.Lock()
-    _turns[key] = (lock, holders + 1)
+    turns[key] = (lock, holders + 1)
     try:
         async with lock:
             for group in groups:
                 await layer.group_send(group, message)
     finally:
-        lock, holders = _turns[key]
+        lock, holders = turns[key]
         if holders == 1:
-            del _turns[key]
+            del turns[key]
         else:
-            _turns[key] = (lock, holders - 1)
+            turns[key] = (lock, holders - 1)
 
 
 def ring(groups: list[str], message: dict) -> None:
@@ -71,18 +74,17 @@ def ring(groups: list[str], message: dict) -> None:
         log.exception("channel layer announcement failed")
 
 
-def _sent(future) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.error("channel layer announcement failed", exc_info=future.exception())
-
-
-def announce_now(groups: list[str], message: dict) -> None:
-    """Ring at once, without waiting for the frame to go out, about data that is already durable outside
-    the database (log parts in the job's Redis buffer, which the log readers also read)."""
+async def announce_now(groups: list[str], message: dict) -> None:
+    """Ring at once, from a view on the event loop, about data that is already durable outside the database
+    (log parts in the job's Redis buffer, which the log readers also read). Sent on the caller's loop before
+    it answers, so no thread stands between the request and its viewers; a lost frame is only logged."""
     layer = get_channel_layer()
-    if layer is not None:
-        asyncio.run_coroutine_threadsafe(_send_all(layer, groups, message), _announcer_loop()).add_done_callback(
-            _sent)
+    if layer is None:
+        return
+    try:
+        await _send_all(layer, groups, message)
+    except Exception:
+        log.exception("channel layer announcement failed")
 
 
 def announce_on_commit(groups: list[str], message: dict) -> None:

@@ -18,9 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import wraps
+from inspect import iscoroutinefunction
 from typing import Annotated, Any, get_args, get_origin
 
 from annotated_types import Ge, Le
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.core.serializers.json import DjangoJSONEncoder
@@ -385,21 +387,41 @@ def operation(method: str, path: str, *, summary: str, ok: tuple, body: type[Api
     param_types = {name: TypeAdapter(kind) for name, kind in op.params.items()}
 
     def decorate(view: Callable) -> Callable:
-        @wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        def refused(request: HttpRequest) -> HttpResponse | None:
             if request.method != method:
                 response = json_error(405, f"method not allowed; this resource answers {method}")
                 response["Allow"] = method
                 return response
-            try:
-                for name, adapter in param_types.items():
-                    kwargs[name] = _validate_param(adapter, name, kwargs[name])
-                return view(request, *args, call=Call(request, op), **kwargs)
-            except ApiError as e:
-                return e.response()
-            except TRANSIENT_ERRORS as e:
-                log.warning("answering 503 to %s %s: %r", request.method, request.path, e)
-                return unavailable()
+            return None
+
+        def failed(request: HttpRequest, error: Exception) -> HttpResponse:
+            if isinstance(error, ApiError):
+                return error.response()
+            log.warning("answering 503 to %s %s: %r", request.method, request.path, error)
+            return unavailable()
+
+        if iscoroutinefunction(view):  # a view that runs on the event loop (see buildboard/asgi.py)
+            @wraps(view)
+            async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+                if (response := refused(request)) is not None:
+                    return response
+                try:
+                    for name, adapter in param_types.items():
+                        kwargs[name] = _validate_param(adapter, name, kwargs[name])
+                    return await view(request, *args, call=Call(request, op), **kwargs)
+                except (ApiError, *TRANSIENT_ERRORS) as e:
+                    return failed(request, e)
+        else:
+            @wraps(view)
+            def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+                if (response := refused(request)) is not None:
+                    return response
+                try:
+                    for name, adapter in param_types.items():
+                        kwargs[name] = _validate_param(adapter, name, kwargs[name])
+                    return view(request, *args, call=Call(request, op), **kwargs)
+                except (ApiError, *TRANSIENT_ERRORS) as e:
+                    return failed(request, e)
 
         op.name = view.__name__
         wrapper.operation = op
@@ -409,7 +431,11 @@ def operation(method: str, path: str, *, summary: str, ok: tuple, body: type[Api
 
 
 def route(*views: Callable) -> Callable:
-    """One URL answering several operations (e.g. GET and POST of a job's log), 405 with Allow otherwise."""
+    """One URL answering several operations (e.g. GET and POST of a job's log), 405 with Allow otherwise.
+
+    The dispatcher is sync; an async view behind it is run to completion (Django's sync handlers and the
+    test client get its answer). The lean ASGI handler instead calls an async view itself, on the event
+    loop, found by `view_for` (buildboard/asgi.py)."""
     by_method = {view.operation.method: view for view in views}
     allow = ", ".join(sorted(by_method))
 
@@ -420,9 +446,17 @@ def route(*views: Callable) -> Callable:
             response = json_error(405, f"method not allowed; this resource answers {allow}")
             response["Allow"] = allow
             return response
+        if iscoroutinefunction(view):
+            return async_to_sync(view)(request, *args, **kwargs)
         return view(request, *args, **kwargs)
 
+    dispatch.by_method = by_method
     return dispatch
+
+
+def view_for(callback: Callable, method: str) -> Callable:
+    """The view a URL's callback runs for `method`: the operation itself behind a route(), else the callback."""
+    return getattr(callback, "by_method", {}).get(method, callback)
 
 
 # --- the published document ----------------------------------------------------------------------

@@ -47,3 +47,14 @@ def enqueue_soon(task: Task, *args: Any, **kwargs: Any) -> None:
         task.delay(*args, **kwargs)
         return
     _executor().submit(task.delay, *args, **kwargs).add_done_callback(_published)
+
+
+async def aenqueue_soon(task: Task, *args: Any, **kwargs: Any) -> None:
+    """enqueue_soon from a view on the event loop. An eager task (the test settings) runs its work in the
+    sync views' thread, where the database may be used, as the sync enqueue would have run it."""
+    if task.app.conf.task_always_eager:
+        from .dbthread import in_db_thread
+
+        await in_db_thread(task.delay)(*args, **kwargs)
+        return
+    enqueue_soon(task, *args, **kwargs)

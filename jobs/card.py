@@ -1,0 +1,136 @@
+"""A job's card in Redis: what a worker's log POST needs to know of the job, without reading PostgreSQL.
+
+The log POST is the hottest request there is. It needs the job's queue and repository (may this token
+report for it?), its current attempt, whether a cancel was requested, and how far its log has been
+stored (bytes, truncated, persisted_through). Reading them from the database costs a pooled connection
+and a query per request; the card holds them in one Redis hash, read on the event loop.
+
+Who writes it:
+- A POST that finds no card reads the job from the database and fills the card (CARD_SECONDS to live).
+- Every commit that changes what the card holds updates it afterwards: storing log parts (the flush's
+  store, jobs/tasks.py), a cancel and a restart (Job.request_cancel, Job.restart; these also drop the
+  card at once, inside their transaction).
+
+Why a late or lost write cannot make it wrong for long: writes merge, they never overwrite blindly. A
+newer attempt replaces the card; an older attempt's write is ignored; within one attempt, cancel,
+truncated, bytes and persisted_through only grow (so a fill that read the row before a flush committed
+cannot undo that flush's update, and a fill from before a restart cannot bring the old attempt back).
+A write lost to a crash or to Redis being away leaves the card behind until it expires; a POST naming
+an attempt the card does not hold reads the database again, and the flush stores what the database says,
+so a stale card delays news (a cancel, persisted_through), never the data."""
+
+import logging
+from dataclasses import dataclass
+
+import redis
+from django.apps import apps
+from django.conf import settings
+from django.db import transaction
+
+from buildboard.lib.dbthread import in_db_thread
+
+from . import ingest
+
+log = logging.getLogger(__name__)
+
+CARD_SECONDS = 60
+
+# KEYS[1] the card; ARGV: attempt, cancel, truncated, bytes, persisted_through, seconds to live (for a new
+# card), then from a fill the queue, owner and name. An update without them makes a card a POST still
+# fills (read() needs the queue), so a fill that read the row before a restart finds the newer attempt.
+_MERGE = """
+local current = redis.call('hget', KEYS[1], 'attempt')
+local attempt = tonumber(ARGV[1])
+if current and tonumber(current) > attempt then return 0 end
+if current and tonumber(current) == attempt then
+  local names = {'cancel', 'truncated', 'bytes', 'persisted'}
+  for i, name in ipairs(names) do
+    local value = tonumber(redis.call('hget', KEYS[1], name))
+    if value and value > tonumber(ARGV[i + 1]) then ARGV[i + 1] = tostring(value) end
+  end
+end
+redis.call('hset', KEYS[1], 'attempt', ARGV[1], 'cancel', ARGV[2], 'truncated', ARGV[3], 'bytes', ARGV[4],
+           'persisted', ARGV[5])
+if #ARGV >= 9 then redis.call('hset', KEYS[1], 'queue', ARGV[7], 'owner', ARGV[8], 'name', ARGV[9]) end
+if not current then redis.call('expire', KEYS[1], ARGV[6]) end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class JobCard:
+    pk: int
+    attempt: int
+    cancel_requested: bool
+    log_truncated: bool
+    log_bytes: int
+    log_persisted_through: int
+    queue: str
+    owner: str
+    name: str
+
+
+def _key(job_id: int) -> str:
+    return f"{settings.CHANNEL_PREFIX}:jobcard:{job_id}"
+
+
+def _dynamic(job) -> list:
+    return [job.attempt, int(job.cancel_requested), int(job.log_truncated), job.log_bytes,
+            job.log_persisted_through]
+
+
+async def read(job_id: int) -> JobCard | None:
+    """The job's card, or None if it has none (the caller then fills it from the database)."""
+    values = await ingest.aredis().hgetall(_key(job_id))
+    if not values or b"queue" not in values:
+        return None
+    return JobCard(pk=job_id, attempt=int(values[b"attempt"]), cancel_requested=values[b"cancel"] == b"1",
+                   log_truncated=values[b"truncated"] == b"1", log_bytes=int(values[b"bytes"]),
+                   log_persisted_through=int(values[b"persisted"]), queue=values[b"queue"].decode(),
+                   owner=values[b"owner"].decode(), name=values[b"name"].decode())
+
+
+def _fill(job_id: int) -> JobCard | None:
+    Job = apps.get_model("jobs", "Job")  # noqa: N806 (models imports this module to update cards)
+    job = (Job.objects.select_related("build__repository")
+           .only("id", "attempt", "cancel_requested", "queue", "log_bytes", "log_truncated",
+                 "log_persisted_through", "build__repository__owner", "build__repository__name")
+           .filter(pk=job_id).first())
+    if job is None:
+        return None
+    repository = job.build.repository
+    _update(job_id, [*_dynamic(job), CARD_SECONDS, job.queue, repository.owner, repository.name])
+    return JobCard(pk=job_id, attempt=job.attempt, cancel_requested=job.cancel_requested,
+                   log_truncated=job.log_truncated, log_bytes=job.log_bytes,
+                   log_persisted_through=job.log_persisted_through, queue=job.queue, owner=repository.owner,
+                   name=repository.name)
+
+
+async def fill(job_id: int) -> JobCard | None:
+    """Read the job from the database (in the sync views' thread) and put its card in Redis; None if there
+    is no job."""
+    return await in_db_thread(_fill)(job_id)
+
+
+def _update(job_id: int, values: list) -> None:
+    try:
+        ingest._redis().register_script(_MERGE)(keys=[_key(job_id)], args=values)
+    except redis.RedisError as e:  # the card expires within CARD_SECONDS; the database stays the truth
+        log.warning("could not write job %s's card: %r", job_id, e)
+
+
+def update(job) -> None:
+    """Merge the job's committed attempt, cancel and log progress into its card."""
+    _update(job.pk, [*_dynamic(job), CARD_SECONDS])
+
+
+def changing(job) -> None:
+    """For a restart or a cancel, inside its transaction: drop the card now (a POST meanwhile fills it from
+    the database) and, once the transaction commits, merge the new attempt and cancel into the card, over
+    whatever a fill that read the row before the commit put there."""
+    try:
+        ingest._redis().delete(_key(job.pk))
+    except redis.RedisError as e:
+        log.warning("could not drop job %s's card: %r", job.pk, e)
+    values = [*_dynamic(job), CARD_SECONDS]
+    transaction.on_commit(lambda: _update(job.pk, values))
