@@ -209,20 +209,28 @@ async def job_log_append(request: HttpRequest, job_id: int, call: Call) -> HttpR
         try:
             accepted = await ingest.aaccept_parts(job.pk, attempt, body, size=sum(sizes),
                                                   stored_bytes=job.log_bytes)
-            if accepted.announced_at:  # durable in the buffer and certain to be stored: show it now
-                await events.announce_buffered_parts(job, attempt, log.parts, accepted.announced_at)
-            if accepted.token:  # the parts are durable already; the sweep reschedules a lost flush
-                await aenqueue_soon(tasks.flush_log_parts, job.pk, accepted.token)
         except ingest.BufferFull:
             retry_after = {"Retry-After": str(settings.API_RETRY_AFTER_SECONDS)}
             raise ApiError(429, f"{settings.LOG_BUFFER_MAX_ITEMS} requests of this job are still waiting to be "
                                 "stored; resend after Retry-After", retry_after, **progress) from None
         except TRANSIENT_ERRORS:
             raise Unavailable(**progress) from None
+
+        async def tell_and_flush() -> None:
+            """After the answer: the frame (the parts are durable in the buffer and certain to be stored,
+            so viewers may see them now), then the flush (the sweep reschedules one that is lost)."""
+            if accepted.announced_at:
+                await events.announce_buffered_parts(job, attempt, log.parts, accepted.announced_at)
+            if accepted.token:
+                await aenqueue_soon(tasks.flush_log_parts, job.pk, accepted.token)
+    else:
+        tell_and_flush = None
     if refused:
+        if tell_and_flush is not None:
+            await tell_and_flush()
         raise ApiError(413, f"the log exceeds the {settings.LOG_MAX_BYTES}-byte limit for a job; "
                             f"{refused} part(s) refused and the log is truncated", **progress)
-    return respond(progress, status=202)
+    return respond(progress, status=202, then=tell_and_flush)
 
 
 @operation("GET", "/api/v1/jobs/{job_id}", summary="A job: state, exit code, attempt, times, log progress",

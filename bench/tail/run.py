@@ -25,6 +25,7 @@ the frames with the most own and inclusive time.
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import resource
 import statistics
@@ -121,12 +122,10 @@ class Viewer:
                     self.started = now
 
 
-async def stream(base: str, headers: dict, job_ids: list[int], viewers_per_job: int, seconds: float,
-                 rate: float, on_start=None) -> tuple[list[float], list[float], int, int]:
-    """Latencies (ms) of every part at every viewer and of each POST's answer; parts sent; (viewer, part)
-    pairs missing."""
-    ws_base = base.replace("http://", "ws://")
-    viewers = {job_id: [Viewer(f"{ws_base}/ws/jobs/{job_id}/", base) for _ in range(viewers_per_job)]
+async def watch(ws_base: str, origin: str, job_ids: list[int], viewers_per_job: int, commands) -> None:
+    """The viewers' side, in a process of its own: connect every viewer, say "ready", collect frames until
+    told to stop, then send back when each part (and each "started" state) arrived at each viewer."""
+    viewers = {job_id: [Viewer(f"{ws_base}/ws/jobs/{job_id}/", origin) for _ in range(viewers_per_job)]
                for job_id in job_ids}
     stop_event = asyncio.Event()
     tasks = []
@@ -134,16 +133,54 @@ async def stream(base: str, headers: dict, job_ids: list[int], viewers_per_job: 
         for viewer in group:
             tasks.append(asyncio.create_task(viewer.run(stop_event)))
             await asyncio.sleep(0.002)  # a gentle ramp, as page loads would be
-    ready = asyncio.gather(*(v.ready.wait() for g in viewers.values() for v in g))
+    ready = asyncio.ensure_future(asyncio.gather(*(v.ready.wait() for g in viewers.values() for v in g)))
     done, _ = await asyncio.wait([ready, *tasks], timeout=120, return_when=asyncio.FIRST_COMPLETED)
     if ready not in done:
-        for task in done:
-            task.result()  # a viewer that failed to connect says why
-        raise RuntimeError("viewers did not connect in time")
-    await asyncio.sleep(1)
-    if on_start is not None:
-        on_start()
+        failed = next((t for t in done if t.exception()), None)
+        commands.send(("failed", repr(failed.exception()) if failed else "viewers did not connect in time"))
+        return
+    commands.send(("ready", None))
+    await asyncio.to_thread(commands.recv)  # "stop"
+    stop_event.set()
+    await asyncio.gather(*tasks)
+    commands.send(("arrivals", {job_id: [(v.arrivals, v.started) for v in group]
+                                for job_id, group in viewers.items()}))
 
+
+def _watch_process(ws_base: str, origin: str, job_ids: list[int], viewers_per_job: int, commands) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    asyncio.run(watch(ws_base, origin, job_ids, viewers_per_job, commands))
+
+
+async def stream(base: str, headers: dict, job_ids: list[int], viewers_per_job: int, seconds: float,
+                 rate: float, on_start=None) -> tuple[list[float], list[float], int, int]:
+    """Latencies (ms) of every part at every viewer and of each POST's answer; parts sent; (viewer, part)
+    pairs missing.
+
+    The viewers run in a process of their own, as browsers are not the workers: in the workers' process
+    their 2,400 frames would share one event loop with the POSTs, and each answer would be read only after
+    the frames it caused (which inflated both figures). Arrival and send times are time.perf_counter(),
+    CLOCK_MONOTONIC on Linux, so they compare across the two processes."""
+    commands, theirs = multiprocessing.get_context("spawn").Pipe()
+    watcher = multiprocessing.get_context("spawn").Process(
+        target=_watch_process, args=(base.replace("http://", "ws://"), base, job_ids, viewers_per_job, theirs))
+    watcher.start()
+    try:
+        what, detail = await asyncio.to_thread(commands.recv)
+        if what != "ready":
+            raise RuntimeError(f"viewers: {detail}")
+        await asyncio.sleep(1)
+        if on_start is not None:
+            on_start()
+        return await _stream_parts(base, headers, job_ids, seconds, rate, commands)
+    finally:
+        watcher.join(30)
+        if watcher.is_alive():
+            watcher.kill()
+
+
+async def _stream_parts(base: str, headers: dict, job_ids: list[int], seconds: float, rate: float, commands):
     sent_at: dict[tuple[int, int], float] = {}
     state_sent: dict[int, float] = {}
     answered: list[float] = []
@@ -179,17 +216,17 @@ async def stream(base: str, headers: dict, job_ids: list[int], viewers_per_job: 
 
         await asyncio.gather(*(streamer(i, job_id) for i, job_id in enumerate(job_ids)))
     await asyncio.sleep(3)  # let the last frames arrive
-    stop_event.set()
-    await asyncio.gather(*tasks)
+    commands.send("stop")
+    what, arrivals = await asyncio.to_thread(commands.recv)
 
     latencies, missing = [], 0
-    states = [(v.started - state_sent[job_id]) * 1000 for job_id, group in viewers.items() for v in group
-              if v.started is not None]
-    for job_id, group in viewers.items():
+    states = [(started - state_sent[job_id]) * 1000 for job_id, group in arrivals.items() for _, started in group
+              if started is not None]
+    for job_id, group in arrivals.items():
         numbers = [n for (j, n) in sent_at if j == job_id]
-        for viewer in group:
+        for parts, _ in group:
             for number in numbers:
-                arrived = viewer.arrivals.get(number)
+                arrived = parts.get(number)
                 if arrived is None:
                     missing += 1
                 else:

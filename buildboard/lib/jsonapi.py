@@ -11,10 +11,11 @@ Field types: Text() refuses NUL and lone surrogates in every string, Name() is m
 re.fullmatch, Integer() takes JSON integers (and integral floats, which JSON Schema calls integers) but
 never strings or booleans, and every model is strict, so the schema's types are exactly what is accepted."""
 
+import asyncio
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import wraps
@@ -69,8 +70,47 @@ class Unavailable(ApiError):
         return unavailable(**self.extra)
 
 
-def respond(data: Any, status: int = 200, **kwargs: Any) -> JsonResponse:
+def respond(data: Any, status: int = 200, *, then: Callable[[], Awaitable[None]] | None = None,
+            **kwargs: Any) -> JsonResponse:
+    """A JSON answer. `then`, a coroutine function, runs once the answer has been sent (see AnswerThen)."""
+    if then is not None:
+        return AnswerThen(data, then=then, status=status, encoder=DjangoJSONEncoder, safe=False, **kwargs)
     return JsonResponse(data, status=status, encoder=DjangoJSONEncoder, safe=False, **kwargs)
+
+
+class AnswerThen(JsonResponse):
+    """An answer with work to do after it is sent: every Django handler closes a response once its bytes are
+    out, and close() starts `then`. On the server's event loop (the log POST) it becomes a task, so the
+    worker's answer does not wait for it; elsewhere (a sync handler, the test client) it runs before
+    close() returns. Its failures are logged: it may only hurry along work that is already durable."""
+
+    def __init__(self, *args: Any, then: Callable[[], Awaitable[None]], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._then: Callable[[], Awaitable[None]] | None = then
+
+    def close(self) -> None:
+        super().close()
+        then, self._then = self._then, None
+        if then is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            async_to_sync(_logged)(then)
+            return
+        task = loop.create_task(_logged(then))
+        _after_answers.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(_after_answers.discard)
+
+
+_after_answers: set[asyncio.Task] = set()
+
+
+async def _logged(then: Callable[[], Awaitable[None]]) -> None:
+    try:
+        await then()
+    except Exception:
+        log.exception("work after an answer failed")
 
 
 class ApiModel(BaseModel):
