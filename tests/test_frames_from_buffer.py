@@ -4,47 +4,36 @@ The drain is held off in these tests (someone else owns the job's list), so what
 the buffer, before any Celery task or database commit."""
 
 import json
-import threading
+import time
 
 import pytest
-from channels.layers import get_channel_layer
 
 from jobs import events, ingest, logread, tasks
 from jobs.models import LogPart
+from tests.layer import listen, receive
 from tests.test_consumers import connect, frames_until, run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 class Listener:
-    """The log frames sent to one job's group, as the channel layer is asked to deliver them."""
+    """The log frames that reach a consumer of one job's group, through the real channel layer."""
 
-    def __init__(self, job, monkeypatch):
-        self.group = events.job_group(job.pk)
-        self.sent: list[dict] = []
-        self.changed = threading.Condition()
-        layer = get_channel_layer()
-        group_send = layer.group_send
-
-        async def recording(group, message):
-            await group_send(group, message)
-            if group == self.group:
-                with self.changed:
-                    self.sent.append(message)
-                    self.changed.notify_all()
-
-        monkeypatch.setattr(layer, "group_send", recording)
+    def __init__(self, job):
+        self.channel = listen(events.job_group(job.pk))
 
     def frames(self, count: int, timeout: float = 5.0) -> list[dict]:
-        """The log frames sent so far, once there are `count` of them (or `timeout` passed); then
-        forgotten."""
-        with self.changed:
-            self.changed.wait_for(lambda: len(self.log_frames()) >= count, timeout)
-            got, self.sent = self.log_frames(), []
+        """The next `count` log frames, or those that came within `timeout` seconds."""
+        got: list[dict] = []
+        deadline = time.monotonic() + timeout
+        while len(got) < count:
+            try:
+                frame = receive(self.channel, max(0.01, deadline - time.monotonic()))
+            except TimeoutError:
+                break
+            if frame["type"] == "log.parts":
+                got.append(frame)
         return got
-
-    def log_frames(self) -> list[dict]:
-        return [f for f in self.sent if f["type"] == "log.parts"]
 
 
 def post_log(client, auth, job, *parts, attempt=None):
@@ -64,7 +53,7 @@ def held_off(job) -> str:
 
 def test_parts_are_announced_from_the_buffer_and_read_back_before_they_are_stored(client, auth, job, monkeypatch):
     token = held_off(job)
-    listener = Listener(job, monkeypatch)
+    listener = Listener(job)
     assert post_log(client, auth, job, (0, "one\n"), (1, "two\n"), (1, "two again\n")).status_code == 202
     assert post_log(client, auth, job, (2, "three\n")).status_code == 202
     assert not LogPart.objects.exists()  # nothing is stored yet
@@ -106,7 +95,7 @@ def test_parts_are_announced_from_the_buffer_and_read_back_before_they_are_store
 def test_a_part_near_the_log_cap_is_announced_only_once_stored(client, auth, job, settings, monkeypatch):
     settings.LOG_MAX_BYTES = 10
     token = held_off(job)
-    listener = Listener(job, monkeypatch)
+    listener = Listener(job)
     assert post_log(client, auth, job, (0, "12345\n")).status_code == 202  # 6 of 10 bytes: certain to fit
     assert post_log(client, auth, job, (1, "1234\n")).status_code == 202  # 11 bytes accepted: it may not
     assert [[p["number"] for p in f["parts"]] for f in listener.frames(2, timeout=1.0)] == [[0]]
@@ -120,7 +109,7 @@ def test_a_part_near_the_log_cap_is_announced_only_once_stored(client, auth, job
 
 def test_without_announcement_the_drain_announces_after_commit(job, django_capture_on_commit_callbacks, monkeypatch):
     token = ingest.buffer_parts(job.pk, 1, json.dumps({"parts": [{"number": 0, "content": "a"}]}).encode())
-    listener = Listener(job, monkeypatch)
+    listener = Listener(job)
     assert logread.read_parts(job) == []  # not announced: readers wait for the database
     with django_capture_on_commit_callbacks(execute=True):
         ingest.drain(job.pk, token, tasks.store_log_parts, tasks.set_aside_log_parts)
