@@ -19,6 +19,7 @@ from django.views.decorators.http import require_GET, require_safe
 from accounts import permissions
 from accounts.models import ApiToken, TokenKind
 from accounts.tokens import arequire_token, require_token, token_from
+from buildboard.lib.doorbell import redis_channel
 from buildboard.lib.errors import TRANSIENT_ERRORS
 from buildboard.lib.jsonapi import ApiError, Call, Unavailable, openapi_document, operation, respond
 from buildboard.lib.publish import aenqueue_soon, enqueue
@@ -208,7 +209,8 @@ async def job_log_append(request: HttpRequest, job_id: int, call: Call) -> HttpR
             body = json.dumps({"parts": [p.model_dump() for p in log.parts]}).encode()
         try:
             accepted = await ingest.aaccept_parts(job.pk, attempt, body, size=sum(sizes),
-                                                  stored_bytes=job.log_bytes)
+                                                  stored_bytes=job.log_bytes,
+                                                  channel=redis_channel(events.job_group(job.pk)))
         except ingest.BufferFull:
             retry_after = {"Retry-After": str(settings.API_RETRY_AFTER_SECONDS)}
             raise ApiError(429, f"{settings.LOG_BUFFER_MAX_ITEMS} requests of this job are still waiting to be "
@@ -219,7 +221,7 @@ async def job_log_append(request: HttpRequest, job_id: int, call: Call) -> HttpR
         async def tell_and_flush() -> None:
             """After the answer: the frame (the parts are durable in the buffer and certain to be stored,
             so viewers may see them now), then the flush (the sweep reschedules one that is lost)."""
-            if accepted.announced_at:
+            if accepted.announced_at and accepted.listeners:  # nobody watching: no frame to build
                 await events.announce_buffered_parts(job, attempt, log.parts, accepted.announced_at)
             if accepted.token:
                 await aenqueue_soon(tasks.flush_log_parts, job.pk, accepted.token)

@@ -69,8 +69,11 @@ _client: tuple[int, redis.Redis] | None = None
 # ARGV[6], and only when nothing is buffered, so nothing in flight can be missing from it). While that
 # total is within the log cap (ARGV[7]), every part of the item will certainly be stored, so the item is
 # marked announced (ARGV[10] is its header, else ARGV[9]) and the caller may show it to viewers at once.
+# With ARGV[11], the job's channel-layer group as a Redis channel, it also says how many web processes
+# listen there: with none, the caller need not build and send the frame. Nothing can fall between the two:
+# a viewer subscribes before it reads the buffer, so one that subscribes after this script reads the item.
 _PUSH = """
-if redis.call('llen', KEYS[1]) >= tonumber(ARGV[2]) then return {-1, 0} end
+if redis.call('llen', KEYS[1]) >= tonumber(ARGV[2]) then return {-1, 0, 0} end
 local announced = 0
 if ARGV[5] ~= '' then
   local total = redis.call('get', KEYS[3])
@@ -83,7 +86,9 @@ end
 redis.call('rpush', KEYS[1], (announced == 1 and ARGV[10] or ARGV[9]) .. ARGV[1])
 local owned = 0
 if redis.call('set', KEYS[2], ARGV[3], 'NX', 'EX', ARGV[4]) then owned = 1 end
-return {owned, announced}
+local listeners = 0
+if announced == 1 and ARGV[11] then listeners = redis.call('pubsub', 'numsub', ARGV[11])[2] end
+return {owned, announced, listeners}
 """
 ACCEPTED_TTL_SECONDS = 7 * 24 * 3600  # an attempt's accepted-bytes total outlives any job that still logs
 # Take or keep ownership (refused only while someone else's lease is live) under a token.
@@ -188,40 +193,45 @@ def _accepted_key(job_id: int, attempt: int) -> str:
 class Accepted:
     token: str | None  # a flush token if the caller must schedule a flush
     announced_at: datetime | None  # when the parts may be shown to viewers at once (None: after storing)
+    listeners: int = 0  # web processes listening to the job's group then (when asked, and announced)
 
 
-def _push_args(job_id: int, attempt: int, body: bytes, size: int | None, stored_bytes: int) -> tuple[list, str, object]:
+def _push_args(job_id: int, attempt: int, body: bytes, size: int | None, stored_bytes: int,
+               channel: str | None) -> tuple[list, str, datetime]:
     token = uuid.uuid4().hex
     now = timezone.now()
     keys = [_buffer_key(job_id), _owner_key(job_id), _accepted_key(job_id, attempt)]
     args = [body, settings.LOG_BUFFER_MAX_ITEMS, token, _lease(), "" if size is None else size, stored_bytes,
             settings.LOG_MAX_BYTES, ACCEPTED_TTL_SECONDS, b"%d\n" % attempt,
-            b"%d %d\n" % (attempt, int(now.timestamp() * 1_000_000))]
+            b"%d %d\n" % (attempt, int(now.timestamp() * 1_000_000)), *([channel] if channel else [])]
     return [keys, args], token, now
 
 
 def _accepted(job_id: int, result: list, token: str, now: datetime) -> "Accepted":
-    owned, announced = result
+    owned, announced, listeners = result
     if owned == -1:
         raise BufferFull(job_id)
-    return Accepted(token if owned == 1 else None, now if announced else None)
+    return Accepted(token if owned == 1 else None, now if announced else None, listeners)
 
 
-def accept_parts(job_id: int, attempt: int, body: bytes, size: int | None = None, stored_bytes: int = 0) -> Accepted:
+def accept_parts(job_id: int, attempt: int, body: bytes, size: int | None = None, stored_bytes: int = 0,
+                 channel: str | None = None) -> Accepted:
     """Append one validated request body holding `size` bytes of log content to the job's buffer.
 
     With `size` (and `stored_bytes`, the attempt's stored log bytes as the caller read them), the item is
     marked announced while the attempt's accepted bytes stay within the log cap: its parts will certainly
-    be stored, so viewers may see them now, and readers (jobs/logread.py) show them until they are.
+    be stored, so viewers may see them now, and readers (jobs/logread.py) show them until they are. With
+    `channel` (the job's group as doorbell.redis_channel names it), Accepted.listeners says whether anyone
+    would receive that frame.
     Raises BufferFull when the job's backlog is full, and Redis errors when Redis is out of reach."""
-    (keys, args), token, now = _push_args(job_id, attempt, body, size, stored_bytes)
+    (keys, args), token, now = _push_args(job_id, attempt, body, size, stored_bytes, channel)
     return _accepted(job_id, _redis().register_script(_PUSH)(keys=keys, args=args), token, now)
 
 
-async def aaccept_parts(job_id: int, attempt: int, body: bytes, size: int | None = None,
-                        stored_bytes: int = 0) -> Accepted:
+async def aaccept_parts(job_id: int, attempt: int, body: bytes, size: int | None = None, stored_bytes: int = 0,
+                        channel: str | None = None) -> Accepted:
     """accept_parts for a view on the event loop: the same script, through the loop's Redis client."""
-    (keys, args), token, now = _push_args(job_id, attempt, body, size, stored_bytes)
+    (keys, args), token, now = _push_args(job_id, attempt, body, size, stored_bytes, channel)
     result = await aredis().register_script(_PUSH)(keys=keys, args=args)
     return _accepted(job_id, result, token, now)
 

@@ -161,3 +161,29 @@ def test_a_flush_that_cannot_be_published_is_left_to_the_sweep(caplog, settings)
     while "the sweep will schedule its work" not in caplog.text and time.monotonic() < deadline:
         time.sleep(0.05)
     assert "the sweep will schedule its work" in caplog.text
+
+
+def test_no_frame_is_built_for_a_job_nobody_watches_and_a_viewer_who_comes_later_reads_the_part(
+        client, auth, job, monkeypatch):
+    """The buffer script says whether anyone listens to the job's group: with nobody, the POST builds and
+    sends no frame, and a viewer who subscribes afterwards finds the part in the buffer, then gets frames."""
+    from buildboard.lib import doorbell
+
+    held_off(job)
+    layer = doorbell.get_channel_layer()
+    sent: list[str] = []
+    group_send = layer.group_send
+
+    async def counting(group, message):
+        sent.append(group)
+        await group_send(group, message)
+
+    monkeypatch.setattr(layer, "group_send", counting)
+    assert post_log(client, auth, job, (0, "unwatched\n")).status_code == 202
+    assert sent == []
+    listener = Listener(job)
+    sent.clear()
+    assert [p["number"] for p in logread.read_parts(job, 1, -1, 10)] == [0]  # what the viewer's replay reads
+    assert post_log(client, auth, job, (1, "watched\n")).status_code == 202
+    assert [[p["number"] for p in f["parts"]] for f in listener.frames(1)] == [[1]]
+    assert sent == [events.job_group(job.pk)]

@@ -54,6 +54,10 @@ class _LoopLayer(RedisPubSubLoopLayer):
 class ChannelLayer(RedisPubSubChannelLayer):
     """settings.CHANNEL_LAYERS' backend: CONFIG takes channels_redis's pub/sub options plus `capacity`."""
 
+    def redis_channel(self, group: str) -> str:
+        """The Redis channel a group's frames are published on (PUBSUB NUMSUB of it: who listens)."""
+        return f"{self._kwargs.get('prefix', 'asgi')}__group__{group}"
+
     def _get_layer(self):
         loop = asyncio.get_running_loop()
         layer = self._layers.get(loop)

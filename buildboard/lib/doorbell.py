@@ -87,6 +87,13 @@ async def announce_now(groups: list[str], message: dict) -> None:
         log.exception("channel layer announcement failed")
 
 
+def redis_channel(group: str) -> str | None:
+    """The Redis channel of a group, for a Redis script that asks whether anyone listens there before the
+    caller builds a frame nobody would receive (jobs/ingest.py). None without a channel layer."""
+    layer = get_channel_layer()
+    return None if layer is None else layer.redis_channel(group)
+
+
 def announce_on_commit(groups: list[str], message: dict) -> None:
     """Ring the doorbell once the current transaction commits (at once outside one); never on rollback."""
     transaction.on_commit(lambda: ring(groups, message))
