@@ -111,9 +111,12 @@ class LoopASGIHandler(ApiASGIHandler):
             settings.MIDDLEWARE = full
 
     def resolve_request(self, request):
-        """The operation for the request's method, not the route() dispatching to it (which is sync)."""
-        match = super().resolve_request(request)
-        match.func = view_for(match.func, request.method)
+        """The operation for the request's method, not the route() dispatching to it (which is sync), from
+        the match runs_on_loop() already made for this path."""
+        match = resolve(request.path_info, request.method)
+        if match is None:  # not served here (runs_on_loop said no); as Django would
+            return super().resolve_request(request)
+        request.resolver_match = match
         return match
 
 
@@ -137,8 +140,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from buildboard.lib.apichain import is_lean, runs_on_loop  # noqa: E402
-from buildboard.lib.jsonapi import view_for  # noqa: E402
+from buildboard.lib.apichain import is_lean, resolve, runs_on_loop  # noqa: E402
 from buildboard.routing import websocket_urlpatterns  # noqa: E402
 from jobs.ingest import check_persistence  # noqa: E402
 
