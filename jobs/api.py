@@ -172,28 +172,41 @@ def job_state(request: HttpRequest, job_id: int, call: Call) -> HttpResponse:
            description="Keep every part until `persisted_through` reaches its number; resend what lies "
                        "beyond it after a 429 or 503 (wait Retry-After) or when it stops advancing.")
 async def job_log_append(request: HttpRequest, job_id: int, call: Call) -> HttpResponse:
-    # The hottest request there is: it runs on the event loop, reads the job's card from Redis (jobs/card.py)
-    # rather than its row, and leaves the loop only for what is not in memory or Redis yet.
+    # The hottest request there is: it runs on the event loop and leaves it only for what is not in memory or
+    # Redis. A job this process has seen is checked against the token from memory (card.facts), and its card
+    # (jobs/card.py) is read in the same Redis round trip that pushes the parts; otherwise the card is read,
+    # or filled from the database, first.
     token = await arequire_token(request)
-    try:
-        job = await card.read(job_id)
-    except TRANSIENT_ERRORS:  # Redis is away: the database says what the 503 tells the worker
-        job = None
-    job = job or await card.fill(job_id)
-    if job is None or not permissions.token_may_report(token, queue=job.queue, owner=job.owner, name=job.name):
-        raise ApiError(404, f"job {job_id} does not exist")
+    facts = card.facts(job_id)
+    job = None
+    if facts is None or not permissions.token_may_report(token, queue=facts[0], owner=facts[1], name=facts[2]):
+        job = await _reportable_card(token, job_id)
     log = call.body()
+    sizes = [len(part.content.encode()) for part in log.parts]
+    # The body is buffered as it came, unless a NUL had to be replaced (JSON can only spell it \u0000).
+    body = request.body
+    if b"\\u0000" in body:
+        body = json.dumps({"parts": [p.model_dump() for p in log.parts]}).encode()
+    channel = redis_channel(events.job_group(job_id))
+    accepted = None
+    if job is None and max(sizes) <= settings.LOG_PART_MAX_BYTES:
+        try:
+            pushed = await card.push(job_id, facts, log.attempt, body, sum(sizes), channel)
+        except TRANSIENT_ERRORS:
+            pushed = card.Pushed(None, None)  # the database tells the 503 what is stored
+        job, accepted = pushed.card, pushed.accepted
+        if pushed.full:
+            _buffer_full(job)
+    if job is None:
+        job = await _reportable_card(token, job_id)
     if log.attempt is not None and log.attempt != job.attempt:
         job = await card.fill(job_id) or job  # the card may not have heard of a restart yet: ask the database
     attempt = _attempt(log.attempt, job)
     progress = {"cancel": job.cancel_requested, "persisted_through": job.log_persisted_through}
-    sizes = []
-    for part in log.parts:
-        size = len(part.content.encode())
+    for part, size in zip(log.parts, sizes, strict=True):
         if size > settings.LOG_PART_MAX_BYTES:
             raise ApiError(413, f"part {part.number} is {size} bytes; the limit is "
                                 f"{settings.LOG_PART_MAX_BYTES} bytes per part", **progress)
-        sizes.append(size)
     # The task enforces the cap exactly; this early check refuses what is certainly over it.
     refused, room = 0, settings.LOG_MAX_BYTES - job.log_bytes
     for size in sizes:
@@ -202,37 +215,49 @@ async def job_log_append(request: HttpRequest, job_id: int, call: Call) -> HttpR
         room -= size
     # The whole batch goes on even when some is refused: the task stores what fits and marks the
     # log as truncated, so the stored log ends with a visible marker.
-    if not job.log_truncated:
-        # The body is buffered as it came, unless a NUL had to be replaced (JSON can only spell it \u0000).
-        body = request.body
-        if b"\\u0000" in body:
-            body = json.dumps({"parts": [p.model_dump() for p in log.parts]}).encode()
+    if accepted is None and not job.log_truncated:
         try:
             accepted = await ingest.aaccept_parts(job.pk, attempt, body, size=sum(sizes),
-                                                  stored_bytes=job.log_bytes,
-                                                  channel=redis_channel(events.job_group(job.pk)))
+                                                  stored_bytes=job.log_bytes, channel=channel)
         except ingest.BufferFull:
-            retry_after = {"Retry-After": str(settings.API_RETRY_AFTER_SECONDS)}
-            raise ApiError(429, f"{settings.LOG_BUFFER_MAX_ITEMS} requests of this job are still waiting to be "
-                                "stored; resend after Retry-After", retry_after, **progress) from None
+            _buffer_full(job)
         except TRANSIENT_ERRORS:
             raise Unavailable(**progress) from None
-
-        async def tell_and_flush() -> None:
-            """After the answer: the frame (the parts are durable in the buffer and certain to be stored,
-            so viewers may see them now), then the flush (the sweep reschedules one that is lost)."""
-            if accepted.announced_at and accepted.listeners:  # nobody watching: no frame to build
+    then = None
+    if accepted is not None:
+        async def then() -> None:
+            """After the answer: the frame, if anyone watches (the parts are durable in the buffer and
+            certain to be stored, so viewers may see them now), then the flush (the sweep reschedules one
+            that is lost)."""
+            if accepted.announced_at and accepted.listeners:
                 await events.announce_buffered_parts(job, attempt, log.parts, accepted.announced_at)
             if accepted.token:
                 await aenqueue_soon(tasks.flush_log_parts, job.pk, accepted.token)
-    else:
-        tell_and_flush = None
     if refused:
-        if tell_and_flush is not None:
-            await tell_and_flush()
+        if then is not None:
+            await then()
         raise ApiError(413, f"the log exceeds the {settings.LOG_MAX_BYTES}-byte limit for a job; "
                             f"{refused} part(s) refused and the log is truncated", **progress)
-    return respond(progress, status=202, then=tell_and_flush)
+    return respond(progress, status=202, then=then)
+
+
+async def _reportable_card(token: ApiToken, job_id: int) -> card.JobCard:
+    """The job's card, read from Redis or filled from the database, if the token may report for the job."""
+    try:
+        job = await card.read(job_id)
+    except TRANSIENT_ERRORS:  # Redis is away: the database says what the 503 tells the worker
+        job = None
+    job = job or await card.fill(job_id)
+    if job is None or not permissions.token_may_report(token, queue=job.queue, owner=job.owner, name=job.name):
+        raise ApiError(404, f"job {job_id} does not exist")
+    return job
+
+
+def _buffer_full(job: card.JobCard) -> None:
+    retry_after = {"Retry-After": str(settings.API_RETRY_AFTER_SECONDS)}
+    raise ApiError(429, f"{settings.LOG_BUFFER_MAX_ITEMS} requests of this job are still waiting to be stored; "
+                        "resend after Retry-After", retry_after, cancel=job.cancel_requested,
+                   persisted_through=job.log_persisted_through)
 
 
 @operation("GET", "/api/v1/jobs/{job_id}", summary="A job: state, exit code, attempt, times, log progress",

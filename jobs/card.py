@@ -57,6 +57,26 @@ return 1
 """
 
 
+# The log POST in one round trip: the card's attempt and log progress, and (unless it names another attempt or
+# the log is truncated) the push of ingest.PUSH_FUNCTION on that attempt. KEYS[1..3] and ARGV[1..9] as for
+# the push, KEYS[4] the card, ARGV[10] the attempt the worker named ('' for the current one). Returns {} with
+# no card, the card's five values when nothing was pushed, or those five and push()'s three.
+_PUSH_ON_CARD = ingest.PUSH_FUNCTION + """
+local card = redis.call('hmget', KEYS[4], 'attempt', 'cancel', 'truncated', 'bytes', 'persisted')
+if not card[1] then return {} end
+if (ARGV[10] ~= '' and ARGV[10] ~= card[1]) or card[3] == '1' then
+  return {card[1], card[2], card[3], card[4], card[5]}
+end
+local pushed = push(card[1], card[4])
+return {card[1], card[2], card[3], card[4], card[5], pushed[1], pushed[2], pushed[3]}
+"""
+
+# What never changes for a job (its queue and repository), per process, so the POST can check the token
+# before its one round trip: job id -> (queue, owner, name).
+_facts: dict[int, tuple[str, str, str]] = {}
+FACTS_KEPT = 10_000
+
+
 @dataclass(frozen=True)
 class JobCard:
     pk: int
@@ -79,15 +99,58 @@ def _dynamic(job) -> list:
             job.log_persisted_through]
 
 
+def facts(job_id: int) -> tuple[str, str, str] | None:
+    """The job's queue, owner and name, if this process has read its card before."""
+    return _facts.get(job_id)
+
+
+def _known(card: "JobCard") -> "JobCard":
+    if len(_facts) >= FACTS_KEPT:
+        _facts.clear()
+    _facts[card.pk] = (card.queue, card.owner, card.name)
+    return card
+
+
+def _card(job_id: int, values: list, facts: tuple[str, str, str]) -> "JobCard":
+    attempt, cancel, truncated, size, persisted = values
+    return JobCard(pk=job_id, attempt=int(attempt), cancel_requested=cancel == b"1", log_truncated=truncated == b"1",
+                   log_bytes=int(size), log_persisted_through=int(persisted), queue=facts[0], owner=facts[1],
+                   name=facts[2])
+
+
 async def read(job_id: int) -> JobCard | None:
     """The job's card, or None if it has none (the caller then fills it from the database)."""
     values = await ingest.aredis().hgetall(_key(job_id))
     if not values or b"queue" not in values:
         return None
-    return JobCard(pk=job_id, attempt=int(values[b"attempt"]), cancel_requested=values[b"cancel"] == b"1",
-                   log_truncated=values[b"truncated"] == b"1", log_bytes=int(values[b"bytes"]),
-                   log_persisted_through=int(values[b"persisted"]), queue=values[b"queue"].decode(),
-                   owner=values[b"owner"].decode(), name=values[b"name"].decode())
+    return _known(_card(job_id, [values[k] for k in (b"attempt", b"cancel", b"truncated", b"bytes", b"persisted")],
+                        (values[b"queue"].decode(), values[b"owner"].decode(), values[b"name"].decode())))
+
+
+@dataclass
+class Pushed:
+    card: JobCard | None  # None: the job has no card (the caller reads the database)
+    accepted: "ingest.Accepted | None"  # None: nothing was pushed (another attempt, or the log is truncated)
+    full: bool = False  # the job's backlog was full: nothing was pushed
+
+
+async def push(job_id: int, facts_: tuple[str, str, str], attempt: int | None, body: bytes, size: int,
+               channel: str | None) -> Pushed:
+    """The card and the push of one request body in one round trip, for a job whose facts() are known
+    (the caller has checked the token against them). Pushes only onto the card's attempt, and only if the
+    worker named none or that one, and only while the log is not truncated."""
+    keys, args, token, now = ingest.push_keys_and_args(job_id, body, size, channel)
+    result = await ingest.aredis().register_script(_PUSH_ON_CARD)(
+        keys=[*keys, _key(job_id)], args=[*args, "" if attempt is None else attempt])
+    if not result:
+        return Pushed(None, None)
+    card = _card(job_id, result[:5], facts_)
+    if len(result) == 5:
+        return Pushed(card, None)
+    try:
+        return Pushed(card, ingest.accepted(job_id, result[5:], token, now))
+    except ingest.BufferFull:
+        return Pushed(card, None, full=True)
 
 
 def _fill(job_id: int) -> JobCard | None:
@@ -100,10 +163,10 @@ def _fill(job_id: int) -> JobCard | None:
         return None
     repository = job.build.repository
     _update(job_id, [*_dynamic(job), CARD_SECONDS, job.queue, repository.owner, repository.name])
-    return JobCard(pk=job_id, attempt=job.attempt, cancel_requested=job.cancel_requested,
+    return _known(JobCard(pk=job_id, attempt=job.attempt, cancel_requested=job.cancel_requested,
                    log_truncated=job.log_truncated, log_bytes=job.log_bytes,
                    log_persisted_through=job.log_persisted_through, queue=job.queue, owner=repository.owner,
-                   name=repository.name)
+                   name=repository.name))
 
 
 async def fill(job_id: int) -> JobCard | None:

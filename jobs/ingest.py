@@ -62,34 +62,45 @@ Batch = tuple[int, list[dict]]  # (attempt, parts)
 _lock = threading.Lock()
 _client: tuple[int, redis.Redis] | None = None
 
-# One round trip per request: refuse when the job's backlog is full, else append and, if nobody owns
-# the list, take it (the caller then schedules the flush). Returns {owned (-1: full), announced}.
+# One round trip per request: refuse when the job's backlog is full, else append and, if nobody owns the
+# list, take it (the caller then schedules the flush). push(attempt, stored) returns {owned (-1: full),
+# announced, listeners}. KEYS[1] the buffer, KEYS[2] its owner, KEYS[3] the accepted-bytes key of the job
+# without its attempt (the attempt is appended here: jobs/card.py's script learns it from the card, so
+# these scripts need one Redis, not a cluster). ARGV[1] the body, [2] the backlog limit, [3] a flush
+# token, [4] its lease, [5] the body's log bytes ('' = never announce), [6] the log cap, [7] the accepted
+# key's lifetime, [8] the announce time (microseconds since the epoch), [9] the group's Redis channel ('').
 #
-# Announcing: KEYS[3] counts the bytes ever accepted for the attempt (it starts from the stored bytes,
-# ARGV[6], and only when nothing is buffered, so nothing in flight can be missing from it). While that
-# total is within the log cap (ARGV[7]), every part of the item will certainly be stored, so the item is
-# marked announced (ARGV[10] is its header, else ARGV[9]) and the caller may show it to viewers at once.
-# With ARGV[11], the job's channel-layer group as a Redis channel, it also says how many web processes
-# listen there: with none, the caller need not build and send the frame. Nothing can fall between the two:
-# a viewer subscribes before it reads the buffer, so one that subscribes after this script reads the item.
-_PUSH = """
-if redis.call('llen', KEYS[1]) >= tonumber(ARGV[2]) then return {-1, 0, 0} end
-local announced = 0
-if ARGV[5] ~= '' then
-  local total = redis.call('get', KEYS[3])
-  if total or redis.call('llen', KEYS[1]) == 0 then
-    total = tonumber(total or ARGV[6]) + tonumber(ARGV[5])
-    redis.call('set', KEYS[3], total, 'EX', ARGV[8])
-    if total <= tonumber(ARGV[7]) then announced = 1 end
+# Announcing: the accepted key counts the bytes ever accepted for the attempt (it starts from the stored
+# bytes, `stored`, and only when nothing is buffered, so nothing in flight can be missing from it). While
+# that total is within the log cap, every part of the item will certainly be stored, so the item is marked
+# announced (its header carries the announce time) and the caller may show it to viewers at once. With a
+# channel, the script also says how many web processes listen to the job's group: with none, the caller
+# need not build and send the frame. Nothing can fall between the two: a viewer subscribes before it reads
+# the buffer, so one that subscribes after this script reads the item.
+PUSH_FUNCTION = """
+local function push(attempt, stored)
+  if redis.call('llen', KEYS[1]) >= tonumber(ARGV[2]) then return {-1, 0, 0} end
+  local accepted = KEYS[3] .. attempt
+  local announced = 0
+  if ARGV[5] ~= '' then
+    local total = redis.call('get', accepted)
+    if total or redis.call('llen', KEYS[1]) == 0 then
+      total = tonumber(total or stored) + tonumber(ARGV[5])
+      redis.call('set', accepted, total, 'EX', ARGV[7])
+      if total <= tonumber(ARGV[6]) then announced = 1 end
+    end
   end
+  local header = attempt .. '\\n'
+  if announced == 1 then header = attempt .. ' ' .. ARGV[8] .. '\\n' end
+  redis.call('rpush', KEYS[1], header .. ARGV[1])
+  local owned = 0
+  if redis.call('set', KEYS[2], ARGV[3], 'NX', 'EX', ARGV[4]) then owned = 1 end
+  local listeners = 0
+  if announced == 1 and ARGV[9] ~= '' then listeners = redis.call('pubsub', 'numsub', ARGV[9])[2] end
+  return {owned, announced, listeners}
 end
-redis.call('rpush', KEYS[1], (announced == 1 and ARGV[10] or ARGV[9]) .. ARGV[1])
-local owned = 0
-if redis.call('set', KEYS[2], ARGV[3], 'NX', 'EX', ARGV[4]) then owned = 1 end
-local listeners = 0
-if announced == 1 and ARGV[11] then listeners = redis.call('pubsub', 'numsub', ARGV[11])[2] end
-return {owned, announced, listeners}
 """
+_PUSH = PUSH_FUNCTION + "return push(ARGV[10], ARGV[11])"  # ARGV[10] the attempt, [11] its stored bytes
 ACCEPTED_TTL_SECONDS = 7 * 24 * 3600  # an attempt's accepted-bytes total outlives any job that still logs
 # Take or keep ownership (refused only while someone else's lease is live) under a token.
 _OWN = """
@@ -185,8 +196,9 @@ def _lease() -> int:
     return settings.LOG_OWNER_LEASE_SECONDS
 
 
-def _accepted_key(job_id: int, attempt: int) -> str:
-    return f"{settings.CHANNEL_PREFIX}:logbuf-accepted:{job_id}:{attempt}"
+def _accepted_prefix(job_id: int) -> str:
+    """The key counting an attempt's accepted bytes, without the attempt (the push script appends it)."""
+    return f"{settings.CHANNEL_PREFIX}:logbuf-accepted:{job_id}:"
 
 
 @dataclass
@@ -196,18 +208,19 @@ class Accepted:
     listeners: int = 0  # web processes listening to the job's group then (when asked, and announced)
 
 
-def _push_args(job_id: int, attempt: int, body: bytes, size: int | None, stored_bytes: int,
-               channel: str | None) -> tuple[list, str, datetime]:
+def push_keys_and_args(job_id: int, body: bytes, size: int | None, channel: str | None
+                       ) -> tuple[list, list, str, datetime]:
+    """KEYS and ARGV[1..9] of PUSH_FUNCTION for one request body, with its flush token and announce time."""
     token = uuid.uuid4().hex
     now = timezone.now()
-    keys = [_buffer_key(job_id), _owner_key(job_id), _accepted_key(job_id, attempt)]
-    args = [body, settings.LOG_BUFFER_MAX_ITEMS, token, _lease(), "" if size is None else size, stored_bytes,
-            settings.LOG_MAX_BYTES, ACCEPTED_TTL_SECONDS, b"%d\n" % attempt,
-            b"%d %d\n" % (attempt, int(now.timestamp() * 1_000_000)), *([channel] if channel else [])]
-    return [keys, args], token, now
+    keys = [_buffer_key(job_id), _owner_key(job_id), _accepted_prefix(job_id)]
+    args = [body, settings.LOG_BUFFER_MAX_ITEMS, token, _lease(), "" if size is None else size,
+            settings.LOG_MAX_BYTES, ACCEPTED_TTL_SECONDS, int(now.timestamp() * 1_000_000), channel or ""]
+    return keys, args, token, now
 
 
-def _accepted(job_id: int, result: list, token: str, now: datetime) -> "Accepted":
+def accepted(job_id: int, result: list, token: str, now: datetime) -> "Accepted":
+    """What push() returned, for the caller; BufferFull when the job's backlog was full."""
     owned, announced, listeners = result
     if owned == -1:
         raise BufferFull(job_id)
@@ -224,16 +237,17 @@ def accept_parts(job_id: int, attempt: int, body: bytes, size: int | None = None
     `channel` (the job's group as doorbell.redis_channel names it), Accepted.listeners says whether anyone
     would receive that frame.
     Raises BufferFull when the job's backlog is full, and Redis errors when Redis is out of reach."""
-    (keys, args), token, now = _push_args(job_id, attempt, body, size, stored_bytes, channel)
-    return _accepted(job_id, _redis().register_script(_PUSH)(keys=keys, args=args), token, now)
+    keys, args, token, now = push_keys_and_args(job_id, body, size, channel)
+    result = _redis().register_script(_PUSH)(keys=keys, args=[*args, attempt, stored_bytes])
+    return accepted(job_id, result, token, now)
 
 
 async def aaccept_parts(job_id: int, attempt: int, body: bytes, size: int | None = None, stored_bytes: int = 0,
                         channel: str | None = None) -> Accepted:
     """accept_parts for a view on the event loop: the same script, through the loop's Redis client."""
-    (keys, args), token, now = _push_args(job_id, attempt, body, size, stored_bytes, channel)
-    result = await aredis().register_script(_PUSH)(keys=keys, args=args)
-    return _accepted(job_id, result, token, now)
+    keys, args, token, now = push_keys_and_args(job_id, body, size, channel)
+    result = await aredis().register_script(_PUSH)(keys=keys, args=[*args, attempt, stored_bytes])
+    return accepted(job_id, result, token, now)
 
 
 def buffer_parts(job_id: int, attempt: int, body: bytes) -> str | None:

@@ -90,17 +90,22 @@ def travelled_clock(request):
 @pytest.fixture(autouse=True)
 def fresh_process_state():
     """Process-level state that a rolled-back database does not roll back: the verified-token cache (it
-    holds token rows and their users, whose ids are reused after a rollback on SQLite) and the channel
-    layer, whose Redis connections and receive state belong to the event loop of the test that made them."""
+    holds token rows and their users, whose ids are reused after a rollback on SQLite), the jobs' facts
+    (queue and repository by job id, as reused) and the channel layer, whose Redis connections and receive
+    state belong to the event loop of the test that made them."""
     from channels.layers import channel_layers
 
     from accounts import tokens
+    from jobs import card
 
-    tokens._cache.clear()
-    channel_layers.backends.clear()
+    def forget() -> None:
+        tokens._cache.clear()
+        card._facts.clear()
+        channel_layers.backends.clear()
+
+    forget()
     yield
-    tokens._cache.clear()
-    channel_layers.backends.clear()
+    forget()
 
 
 @pytest.fixture(autouse=True)

@@ -92,3 +92,39 @@ def test_an_update_alone_makes_no_card_a_post_can_use(job):
     filled = card._fill(job.pk)  # the row still says attempt 1 (the restart "is not committed")
     assert filled.attempt == 1
     assert fields(job)["attempt"] == "2"  # the card kept the newer attempt
+
+
+def test_a_job_this_process_knows_is_checked_from_memory_and_pushed_in_one_round_trip(client, auth, job,
+                                                                                     monkeypatch):
+    url = f"/api/v1/jobs/{job.pk}/log"
+    assert post(client, url, {"parts": [{"number": 0, "content": "a"}]}, auth).status_code == 202
+    assert card.facts(job.pk) == ("builds.linux", "acme", "rocket")
+
+    async def no_separate_read(job_id):
+        raise AssertionError("the card was read apart from the push")
+
+    monkeypatch.setattr(card, "read", no_separate_read)
+    assert post(client, url, {"parts": [{"number": 1, "content": "b"}]}, auth).json() == {
+        "cancel": False, "persisted_through": 0}
+    assert ingest._redis().llen(ingest._buffer_key(job.pk)) == 0  # stored (the eager flush ran)
+    assert [p.number for p in job.parts.order_by("number")] == [0, 1]
+
+
+def test_known_facts_still_refuse_a_token_of_another_queue_and_push_nothing(client, auth, job):
+    from accounts.models import ApiToken
+
+    url = f"/api/v1/jobs/{job.pk}/log"
+    post(client, url, {"parts": [{"number": 0, "content": "a"}]}, auth)
+    mac = {"Authorization": "Bearer " + ApiToken.mint(name="mac", kind="worker", queues=["builds.mac"])[1]}
+    response = post(client, url, {"parts": [{"number": 1, "content": "intruder"}]}, mac)
+    assert response.status_code == 404
+    assert ingest.pending(job.pk) == 0 and [p.number for p in job.parts.all()] == [0]
+
+
+def test_a_truncated_log_refuses_parts_in_the_same_round_trip_without_pushing(client, auth, job, settings):
+    settings.LOG_MAX_BYTES = 4
+    url = f"/api/v1/jobs/{job.pk}/log"
+    post(client, url, {"parts": [{"number": 0, "content": "12345"}]}, auth)  # over the cap: truncated
+    assert fields(job)["truncated"] == "1"
+    response = post(client, url, {"parts": [{"number": 1, "content": "x"}]}, auth)
+    assert response.status_code == 413 and ingest.pending(job.pk) == 0
