@@ -5,6 +5,9 @@ report for it?), its current attempt, whether a cancel was requested, and how fa
 stored (bytes, truncated, persisted_through). Reading them from the database costs a pooled connection
 and a query per request; the card holds them in one Redis hash, read on the event loop.
 
+A process also keeps, in memory, what never changes for a job it has read (its queue and repository), so
+it can check a token before the one round trip that reads the card and pushes the parts (push()).
+
 Who writes it:
 - A POST that finds no card reads the job from the database and fills the card (CARD_SECONDS to live).
 - Every commit that changes what the card holds updates it afterwards: storing log parts (the flush's
@@ -15,9 +18,11 @@ Why a late or lost write cannot make it wrong for long: writes merge, they never
 newer attempt replaces the card; an older attempt's write is ignored; within one attempt, cancel,
 truncated, bytes and persisted_through only grow (so a fill that read the row before a flush committed
 cannot undo that flush's update, and a fill from before a restart cannot bring the old attempt back).
-A write lost to a crash or to Redis being away leaves the card behind until it expires; a POST naming
-an attempt the card does not hold reads the database again, and the flush stores what the database says,
-so a stale card delays news (a cancel, persisted_through), never the data."""
+A restart or a cancel drops the card inside its transaction, and cannot commit while Redis is away. An
+update lost after a commit (a crash between the commit and the write) leaves the card behind until it
+expires: that delays news (a cancel, persisted_through), and a POST naming an attempt the card does not
+hold reads the database again. Only if that loss also met a fill racing the restart's commit could a
+worker that names no attempt send parts to the old attempt (the flush drops them) for CARD_SECONDS."""
 
 import logging
 from dataclasses import dataclass
@@ -190,10 +195,9 @@ def update(job) -> None:
 def changing(job) -> None:
     """For a restart or a cancel, inside its transaction: drop the card now (a POST meanwhile fills it from
     the database) and, once the transaction commits, merge the new attempt and cancel into the card, over
-    whatever a fill that read the row before the commit put there."""
-    try:
-        ingest._redis().delete(_key(job.pk))
-    except redis.RedisError as e:
-        log.warning("could not drop job %s's card: %r", job.pk, e)
+    whatever a fill that read the row before the commit put there. While Redis is away the drop fails and
+    so does the transaction (the caller answers 503): a card left on the old attempt would send a worker's
+    parts to it."""
+    ingest._redis().delete(_key(job.pk))
     values = [*_dynamic(job), CARD_SECONDS]
     transaction.on_commit(lambda: _update(job.pk, values))

@@ -128,3 +128,18 @@ def test_a_truncated_log_refuses_parts_in_the_same_round_trip_without_pushing(cl
     assert fields(job)["truncated"] == "1"
     response = post(client, url, {"parts": [{"number": 1, "content": "x"}]}, auth)
     assert response.status_code == 413 and ingest.pending(job.pk) == 0
+
+
+def test_a_restart_while_redis_is_away_is_a_503_and_changes_nothing(client, auth, job, monkeypatch):
+    """Its card could not be dropped: committing the restart would leave POSTs on the old attempt."""
+    import redis
+
+    url = f"/api/v1/jobs/{job.pk}"
+    post(client, f"{url}/state", {"state": "failed", "exit_code": 1}, auth)
+    dead = redis.Redis(host="127.0.0.1", port=9, socket_connect_timeout=0.2)
+    with monkeypatch.context() as patch:
+        patch.setattr(ingest, "_redis", lambda: dead)
+        assert post(client, f"{url}/restart", {}, auth).status_code == 503
+    job.refresh_from_db()
+    assert (job.attempt, job.state) == (1, "failed")
+    assert post(client, f"{url}/restart", {}, auth).status_code == 202
