@@ -37,6 +37,8 @@ class ApiASGIHandler(OneHopASGIHandler):
     Here the signals, the chain and the close run in one hop, and only the finished answer goes back to
     the loop. A streamed answer (none of the worker API's) is sent and closed as Django does."""
 
+    chain_is_async = False  # how settings.API_MIDDLEWARE is loaded
+
     async def handle(self, scope, receive, send):
         try:
             body_file = await self.read_body(receive)
@@ -44,12 +46,15 @@ class ApiASGIHandler(OneHopASGIHandler):
             return
         set_script_prefix(get_script_prefix(scope))
         try:
-            response = await sync_to_async(self._serve, thread_sensitive=True)(scope, body_file)
-            await self.send_response(response, send)
-            if response.streaming:
-                await sync_to_async(response.close, thread_sensitive=True)()
+            await self.serve(scope, body_file, send)
         finally:
             body_file.close()
+
+    async def serve(self, scope, body_file, send) -> None:
+        response = await sync_to_async(self._serve, thread_sensitive=True)(scope, body_file)
+        await self.send_response(response, send)
+        if response.streaming:
+            await sync_to_async(response.close, thread_sensitive=True)()
 
     def _serve(self, scope, body_file):
         """request_started, the request through the chain, and (unless streamed) request_finished."""
@@ -69,7 +74,7 @@ class ApiASGIHandler(OneHopASGIHandler):
         full = settings.MIDDLEWARE
         settings.MIDDLEWARE = settings.API_MIDDLEWARE
         try:
-            super().load_middleware(is_async=False)
+            ASGIHandler.load_middleware(self, is_async=self.chain_is_async)
         finally:
             settings.MIDDLEWARE = full
 
@@ -81,34 +86,17 @@ class LoopASGIHandler(ApiASGIHandler):
     this thread's database connections and caches, which the loop never opens (a view that needs the
     database goes to a thread for it, as channels' database_sync_to_async does)."""
 
+    chain_is_async = True
     get_response_async = ASGIHandler.get_response_async  # Django's own: the async chain, awaited on the loop
 
-    async def handle(self, scope, receive, send):
-        try:
-            body_file = await self.read_body(receive)
-        except RequestAborted:
-            return
-        set_script_prefix(get_script_prefix(scope))
-        try:
-            signals.request_started.send(sender=self.__class__, scope=scope)
-            request, response = self.create_request(scope, body_file)
-            if request is not None:
-                response = await self.get_response_async(request)
-            response._handler_class = self.__class__
-            await self.send_response(response, send)
-            response.close()
-        finally:
-            body_file.close()
-
-    def load_middleware(self, is_async: bool = False) -> None:
-        from django.conf import settings
-
-        full = settings.MIDDLEWARE
-        settings.MIDDLEWARE = settings.API_MIDDLEWARE
-        try:
-            ASGIHandler.load_middleware(self, is_async=True)
-        finally:
-            settings.MIDDLEWARE = full
+    async def serve(self, scope, body_file, send) -> None:
+        signals.request_started.send(sender=self.__class__, scope=scope)
+        request, response = self.create_request(scope, body_file)
+        if request is not None:
+            response = await self.get_response_async(request)
+        response._handler_class = self.__class__
+        await self.send_response(response, send)
+        response.close()
 
     def resolve_request(self, request):
         """The operation for the request's method, not the route() dispatching to it (which is sync), from
