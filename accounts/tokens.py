@@ -110,13 +110,17 @@ def revoke(token: ApiToken) -> bool:
 
 
 
+def _bearer_secret(request: HttpRequest) -> str | None:
+    """The secret of `Authorization: Bearer <secret>`, if the request carries one."""
+    scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+    secret = secret.strip()
+    return secret if scheme.lower() == "bearer" and secret else None
+
+
 def token_from(request: HttpRequest) -> ApiToken | None:
     """The live token the request carries (`Authorization: Bearer <secret>`), if any."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, secret = header.partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip():
-        return None
-    return authenticate(secret.strip())
+    secret = _bearer_secret(request)
+    return authenticate(secret) if secret else None
 
 
 def require_token(request: HttpRequest) -> ApiToken:
@@ -134,10 +138,9 @@ async def arequire_token(request: HttpRequest) -> ApiToken:
     taken from memory without leaving the loop; the generation check and a database read run in a thread."""
     if "Authorization" not in request.headers:
         raise ApiError(401, _MISSING)
-    scheme, _, secret = request.headers["Authorization"].partition(" ")
-    secret = secret.strip()
+    secret = _bearer_secret(request)
     token = None
-    if scheme.lower() == "bearer" and secret:
+    if secret:
         cached = _cache.get(hash_secret(secret))
         if (cached and cached[0] > time.monotonic() and cached[1].is_live()
                 and time.monotonic() - _generation[1] < GENERATION_CHECK_SECONDS):

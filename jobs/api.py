@@ -52,14 +52,13 @@ def _require_build_scope(token: ApiToken, repository: str) -> None:
         raise ApiError(403, f"this {token.kind} token may not create builds in {repository}")
 
 
-def _get_job_for_worker(request: HttpRequest, job_id: int, *fields: str) -> Job:
+def _get_job_for_worker(request: HttpRequest, job_id: int) -> Job:
     """A job the token may report for (its queue, or its repositories); others do not exist for it."""
     token = require_token(request)
-    jobs = Job.objects.only("id", "attempt", "cancel_requested", "queue", *fields)
+    jobs = Job.objects.only("id", "attempt", "cancel_requested", "queue")
     if token.kind == TokenKind.BUILD:  # only build tokens need the repository; workers go by the queue
         jobs = jobs.select_related("build__repository").only(
-            "id", "attempt", "cancel_requested", "queue", "build__repository__owner", "build__repository__name",
-            *fields)
+            "id", "attempt", "cancel_requested", "queue", "build__repository__owner", "build__repository__name")
     try:  # get(), not first(): no ORDER BY to compile and run on the hottest path
         job = jobs.get(pk=job_id)
     except Job.DoesNotExist:
@@ -197,8 +196,8 @@ async def job_log_append(request: HttpRequest, job_id: int, call: Call) -> HttpR
         job, accepted = pushed.card, pushed.accepted
         if pushed.full:
             _buffer_full(job)
-    if job is None:
-        job = await _reportable_card(token, job_id)
+    if job is None:  # no card (the script just looked), or Redis is away: the database
+        job = await _reportable_card(token, job_id, read=False)
     if log.attempt is not None and log.attempt != job.attempt:
         job = await card.fill(job_id) or job  # the card may not have heard of a restart yet: ask the database
     attempt = _attempt(log.attempt, job)
@@ -241,12 +240,15 @@ async def job_log_append(request: HttpRequest, job_id: int, call: Call) -> HttpR
     return respond(progress, status=202, then=then)
 
 
-async def _reportable_card(token: ApiToken, job_id: int) -> card.JobCard:
-    """The job's card, read from Redis or filled from the database, if the token may report for the job."""
-    try:
-        job = await card.read(job_id)
-    except TRANSIENT_ERRORS:  # Redis is away: the database says what the 503 tells the worker
-        job = None
+async def _reportable_card(token: ApiToken, job_id: int, *, read: bool = True) -> card.JobCard:
+    """The job's card, read from Redis (unless `read` is False: the caller knows there is none) or filled
+    from the database, if the token may report for the job."""
+    job = None
+    if read:
+        try:
+            job = await card.read(job_id)
+        except TRANSIENT_ERRORS:  # Redis is away: the database says what the 503 tells the worker
+            job = None
     job = job or await card.fill(job_id)
     if job is None or not permissions.token_may_report(token, queue=job.queue, owner=job.owner, name=job.name):
         raise ApiError(404, f"job {job_id} does not exist")

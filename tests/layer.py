@@ -23,9 +23,11 @@ def listen(*groups: str) -> str:
     channel = _run(layer.new_channel())
     for group in groups:
         _run(layer.group_add(group, channel))
-        _run(layer.group_send(group, {"type": "test.probe", "group": group}))
-        while (frame := receive(channel))["type"] != "test.probe" or frame["group"] != group:
-            pass
+        probe = {"type": "test.probe", "group": group}
+        _run(layer.group_send(group, probe))
+        frame = receive(channel)
+        while frame != probe:  # nothing else is sent to a channel this new
+            frame = receive(channel)
     return channel
 
 
