@@ -1,9 +1,11 @@
 """The channel layer (buildboard/lib/channel_layer.py): one PUBLISH per frame reaches every consumer of the
-group in this process, and a consumer that stops reading holds CHANNEL_CAPACITY frames, no more."""
+group in another process, this process's own consumers get it in memory (once), and a consumer that stops
+reading holds CHANNEL_CAPACITY frames, no more."""
 
 import asyncio
 
 import pytest
+import redis.asyncio
 from django.conf import settings
 
 from buildboard.lib.channel_layer import ChannelLayer
@@ -52,3 +54,51 @@ def test_a_consumer_that_stops_reading_keeps_capacity_frames_and_others_still_ge
 
     assert asyncio.run(scenario()) == ([0, 1, 2, 3], [0, 1])
     assert "is full (2 frames): dropping a frame" in caplog.text
+
+
+def test_a_frame_reaches_this_process_s_consumers_in_memory_once_and_other_processes_through_redis():
+    async def scenario():
+        here, elsewhere = layer(10), layer(10)
+        mine, theirs = await here.new_channel(), await elsewhere.new_channel()
+        await here.group_add("job-9", mine)
+        await elsewhere.group_add("job-9", theirs)
+        await asyncio.sleep(0.1)
+        shard = here._get_layer()._shards[0]
+        publish, published, release = shard.publish, asyncio.Event(), asyncio.Event()
+
+        async def slow_publish(channel, message):  # Redis holds the PUBLISH back
+            published.set()
+            await release.wait()
+            await publish(channel, message)
+
+        shard.publish = slow_publish
+        sending = asyncio.create_task(here.group_send("job-9", {"type": "log.parts", "n": 1}))
+        await published.wait()
+        got_here = await asyncio.wait_for(here.receive(mine), 1)  # before Redis has it
+        assert not sending.done()
+        release.set()
+        await sending
+        got_there = await asyncio.wait_for(elsewhere.receive(theirs), 5)
+        with pytest.raises(TimeoutError):  # the echo from Redis is not delivered a second time
+            await asyncio.wait_for(here.receive(mine), 0.3)  # (a receive cancelled by its timeout leaves)
+        await here.flush()
+        await elsewhere.flush()
+        return got_here, got_there
+
+    assert asyncio.run(scenario()) == ({"type": "log.parts", "n": 1}, {"type": "log.parts", "n": 1})
+
+
+def test_a_frame_published_without_a_tag_by_a_process_of_the_previous_release_still_arrives():
+    async def scenario():
+        here = layer(10)
+        mine = await here.new_channel()
+        await here.group_add("job-10", mine)
+        await asyncio.sleep(0.1)
+        client = redis.asyncio.from_url(settings.REDIS_URL)
+        await client.publish(here.redis_channel("job-10"), here.serialize({"type": "log.parts", "n": 2}))
+        await client.aclose()
+        got = await asyncio.wait_for(here.receive(mine), 5)
+        await here.flush()
+        return got
+
+    assert asyncio.run(scenario()) == {"type": "log.parts", "n": 2}

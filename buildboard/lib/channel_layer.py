@@ -10,10 +10,18 @@ whoever listens now" is what the live pages need.
 What channels_redis leaves open: a consumer's queue has no bound, so a viewer that stops reading would
 hold every frame sent to it in memory. Here each queue holds CHANNEL_CAPACITY frames; beyond that new
 frames for it are dropped (logged), as the list-based layer's capacity did, and the page refetches the gap
-when it reads again."""
+when it reads again.
+
+Frames to this process's own consumers do not wait for Redis: group_send puts the message on their queues
+at once, then publishes it for the other processes under a tag that tells this layer's reader to skip its
+own echo. On bench/tail, where the viewers are connected to the process that takes the POSTs, that took
+the frame's p50 from 5.4 to 4.3 ms (3 runs each). A frame delivered in memory is one dict shared by every
+local consumer: they read it and never change it. A message without a tag (from a process still running
+the previous release during a deploy) is delivered as before."""
 
 import asyncio
 import logging
+import os
 
 from channels_redis.pubsub import RedisPubSubChannelLayer, RedisPubSubLoopLayer, RedisSingleShardConnection
 from channels_redis.utils import _wrap_close, decode_hosts
@@ -21,23 +29,23 @@ from channels_redis.utils import _wrap_close, decode_hosts
 log = logging.getLogger(__name__)
 
 
+# A published message starts with a marker msgpack never writes (0xc1), then its sending loop layer's tag.
+_MARKER = b"\xc1"
+_TAG_BYTES = 8
+
+
 class _Shard(RedisSingleShardConnection):
     def _receive_message(self, message):
         if message is None:
             return
-        name = message["channel"]
-        name = name.decode() if isinstance(name, bytes) else name
+        data = message["data"]
         layer = self.channel_layer
-        targets = [name] if name in layer.channels else layer.groups.get(name, ())
-        for channel in targets:
-            queue = layer.channels.get(channel)
-            if queue is None:
-                continue
-            try:
-                queue.put_nowait(message["data"])
-            except asyncio.QueueFull:
-                log.warning("channel %s is full (%d frames): dropping a frame; its page refetches", channel,
-                            queue.maxsize)
+        if data[:1] == _MARKER:
+            if data[1:1 + _TAG_BYTES] == layer.tag:  # our own frame: its local consumers have it already
+                return
+            data = data[1 + _TAG_BYTES:]
+        name = message["channel"]
+        layer.deliver(name.decode() if isinstance(name, bytes) else name, data)
 
 
 class _LoopLayer(RedisPubSubLoopLayer):
@@ -45,10 +53,39 @@ class _LoopLayer(RedisPubSubLoopLayer):
         super().__init__(*args, **kwargs)
         self.capacity = capacity
         self._shards = [_Shard(host, self) for host in decode_hosts(kwargs.get("hosts"))]
+        self.tag = os.urandom(_TAG_BYTES)
 
     async def _subscribe_to_channel(self, channel):
         self.channels[channel] = asyncio.Queue(maxsize=self.capacity)
         await self._get_shard(channel).subscribe(channel)
+
+    def deliver(self, name: str, message) -> None:
+        """Put a message (a dict from this process, or bytes from Redis) on the queue of a channel or of
+        every channel in a group, if they live here."""
+        targets = [name] if name in self.channels else self.groups.get(name, ())
+        for channel in targets:
+            queue = self.channels.get(channel)
+            if queue is None:
+                continue
+            try:
+                queue.put_nowait(message)
+            except asyncio.QueueFull:
+                log.warning("channel %s is full (%d frames): dropping a frame; its page refetches", channel,
+                            queue.maxsize)
+
+    async def send(self, channel, message):
+        if channel in self.channels:  # a consumer's own channel lives in one process only
+            self.deliver(channel, message)
+            return
+        await self._publish(channel, message)
+
+    async def group_send(self, group, message):
+        name = self._get_group_channel_name(group)
+        self.deliver(name, message)
+        await self._publish(name, message)
+
+    async def _publish(self, name: str, message: dict) -> None:
+        await self._get_shard(name).publish(name, _MARKER + self.tag + self.channel_layer.serialize(message))
 
 
 class ChannelLayer(RedisPubSubChannelLayer):
@@ -57,6 +94,9 @@ class ChannelLayer(RedisPubSubChannelLayer):
     def redis_channel(self, group: str) -> str:
         """The Redis channel a group's frames are published on (PUBSUB NUMSUB of it: who listens)."""
         return f"{self._kwargs.get('prefix', 'asgi')}__group__{group}"
+
+    def deserialize(self, message):
+        return message if isinstance(message, dict) else super().deserialize(message)
 
     def _get_layer(self):
         loop = asyncio.get_running_loop()
