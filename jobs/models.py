@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
-from django.db import models, transaction
+from django.db import connections, models, router, transaction
 from django.db.models import F, Max
 from django.urls import reverse
 from django.utils import timezone
@@ -341,7 +341,7 @@ class Job(models.Model):
                                   final=bool(part.get("final")), created_at=at))
             if part.get("final") and self.log_final_number is None:
                 self.log_final_number = number
-        LogPart.objects.bulk_create(stored)
+        LogPart.insert(stored)
         beyond.update(p.number for p in stored)
         while self.log_persisted_through + 1 in beyond:
             self.log_persisted_through += 1
@@ -446,6 +446,24 @@ class LogPart(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job_id}/{self.attempt}/{self.number}"
+
+    @classmethod
+    def insert(cls, parts: list["LogPart"]) -> None:
+        """bulk_create without reading back ids, on PostgreSQL as one COPY: Django's psycopg binding quotes
+        every character of the log into the INSERT's text in Python, which was half of a flush's time under
+        bench/ingest; COPY sends the rows as they are. Nothing reads a stored part's id afterwards."""
+        connection = connections[router.db_for_write(cls)]
+        if connection.vendor != "postgresql":
+            cls.objects.bulk_create(parts)
+            return
+        if not parts:
+            return
+        fields = [cls._meta.get_field(name) for name in ("job", "attempt", "number", "content", "final", "created_at")]
+        columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+        with connection.cursor() as cursor, cursor.copy(
+                f"COPY {connection.ops.quote_name(cls._meta.db_table)} ({columns}) FROM STDIN") as copy:
+            for part in parts:
+                copy.write_row([getattr(part, field.attname) for field in fields])
 
 
 class LogArchive(models.Model):

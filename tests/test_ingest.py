@@ -210,3 +210,15 @@ def test_persistence_check_tells_aof_from_no_aof(settings):
 
 def test_the_test_redis_runs_with_aof():
     assert ingest.persistence_problem() is None
+
+
+def test_stored_parts_keep_every_character_as_sent(job):
+    """On PostgreSQL parts are written with COPY, whose text format has its own escapes."""
+    contents = ["tab\there\\back\\slash\r\n", "\\.\n\\N\n", "ünïcødé ✓ 🚀\x1b[31mred\x1b[0m\n", "", "end\\"]
+    tasks.store_log_parts(job.pk, [(job.attempt, [{"number": n, "content": c, "final": n == 4}
+                                                  for n, c in enumerate(contents)])])
+    stored = list(job.parts.order_by("number").values_list("number", "content", "final", "attempt"))
+    assert stored == [(n, c, n == 4, job.attempt) for n, c in enumerate(contents)]
+    job.refresh_from_db()
+    assert job.log_persisted_through == 4 and job.log_final_number == 4
+    assert job.log_bytes == sum(len(c.encode()) for c in contents)
