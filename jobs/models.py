@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
-from django.db import connections, models, router, transaction
+from django.db import DataError, connections, models, router, transaction
 from django.db.models import F, Max
 from django.urls import reverse
 from django.utils import timezone
@@ -458,9 +458,14 @@ class LogPart(models.Model):
             return
         if not parts:
             return
+        for part in parts:  # what psycopg says of a NUL in an INSERT; COPY would only say "0x00"
+            if "\x00" in part.content:
+                raise DataError(f"part {part.number}: PostgreSQL text fields cannot contain NUL (0x00) bytes")
         fields = [cls._meta.get_field(name) for name in ("job", "attempt", "number", "content", "final", "created_at")]
         columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
-        with connection.cursor() as cursor, cursor.copy(
+        # Django wraps the driver's errors in execute() only: a server gone mid-COPY must still be the
+        # OperationalError the drain retries, not an error that sets the parts aside as poison.
+        with connection.wrap_database_errors, connection.cursor() as cursor, cursor.copy(
                 f"COPY {connection.ops.quote_name(cls._meta.db_table)} ({columns}) FROM STDIN") as copy:
             for part in parts:
                 copy.write_row([getattr(part, field.attname) for field in fields])

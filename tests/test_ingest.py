@@ -4,7 +4,7 @@ import json
 
 import pytest
 import redis
-from django.db import OperationalError, connection
+from django.db import DataError, OperationalError, connection
 
 from jobs import ingest, tasks
 from jobs.models import DeadLetter
@@ -222,3 +222,18 @@ def test_stored_parts_keep_every_character_as_sent(job):
     job.refresh_from_db()
     assert job.log_persisted_through == 4 and job.log_final_number == 4
     assert job.log_bytes == sum(len(c.encode()) for c in contents)
+
+
+def test_a_database_error_while_storing_parts_is_django_s_as_the_drain_expects(job):
+    """The drain retries Django's OperationalError and sets other errors' parts aside; the PostgreSQL COPY
+    must raise Django's errors like every query does."""
+    from django.db import IntegrityError, transaction
+
+    from jobs.models import LogPart
+
+    tasks.store_log_parts(job.pk, [(job.attempt, [{"number": 0, "content": "a"}])])
+    with pytest.raises(IntegrityError), transaction.atomic():
+        LogPart.insert([LogPart(job=job, attempt=job.attempt, number=0, content="again")])
+    if connection.vendor == "postgresql":  # which cannot keep a NUL in text; it says so in words
+        with pytest.raises(DataError, match="NUL"), transaction.atomic():
+            LogPart.insert([LogPart(job=job, attempt=job.attempt, number=1, content="a\x00b")])
