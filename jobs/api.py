@@ -224,12 +224,17 @@ async def job_log_append(request: HttpRequest, job_id: int, call: Call) -> HttpR
             raise Unavailable(**progress) from None
     then = None
     if accepted is not None:
+        # The frame, if anyone watches: the parts are durable in the buffer and certain to be stored, so
+        # viewers may see them now. This process's viewers get it beside the answer, the others after it.
+        elsewhere = None
+        if accepted.announced_at and accepted.listeners:
+            elsewhere = events.announce_buffered_parts(job, attempt, log.parts, accepted.announced_at)
+
         async def then() -> None:
-            """After the answer: the frame, if anyone watches (the parts are durable in the buffer and
-            certain to be stored, so viewers may see them now), then the flush (the sweep reschedules one
-            that is lost)."""
-            if accepted.announced_at and accepted.listeners:
-                await events.announce_buffered_parts(job, attempt, log.parts, accepted.announced_at)
+            """After the answer: the frame to the other processes' viewers, then the flush (the sweep
+            reschedules one that is lost)."""
+            if elsewhere is not None:
+                await elsewhere()
             if accepted.token:
                 await aenqueue_soon(tasks.flush_log_parts, job.pk, accepted.token)
     if refused:

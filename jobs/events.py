@@ -3,6 +3,8 @@
 Every frame names the job/build and the sequence or part number it is about, so a client that
 notices a gap (channels_redis drops messages when a channel is full) refetches from the database."""
 
+from collections.abc import Awaitable, Callable
+
 from buildboard.lib.doorbell import announce_now, announce_on_commit
 
 ALL_GROUP = "jobs-all"
@@ -83,10 +85,11 @@ def announce_log_parts(job, parts) -> None:
     announce_on_commit([job_group(job.pk)], frame)
 
 
-async def announce_buffered_parts(job, attempt: int, parts, at) -> None:
+def announce_buffered_parts(job, attempt: int, parts, at) -> Callable[[], Awaitable[None]]:
     """Parts the API has just put in the job's buffer, announced as soon as they are durable there (see
     ingest.accept_parts); the drain announces nothing more about them. A number repeated in one request
-    is announced once, as it will be stored: the first one."""
+    is announced once, as it will be stored: the first one. This process's viewers have the frame at once;
+    the function returned sends it to the other processes' (doorbell.announce_now)."""
     seen: set[int] = set()
     frame_parts = []
     for part in parts:
@@ -94,7 +97,7 @@ async def announce_buffered_parts(job, attempt: int, parts, at) -> None:
             seen.add(part.number)
             frame_parts.append({"number": part.number, "content": part.content, "final": part.final,
                                 "at": at.isoformat()})
-    await announce_now([job_group(job.pk)], {
+    return announce_now([job_group(job.pk)], {
         "type": "log.parts",
         "job_id": job.pk,
         "attempt": attempt,

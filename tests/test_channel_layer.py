@@ -88,6 +88,42 @@ def test_a_frame_reaches_this_process_s_consumers_in_memory_once_and_other_proce
     assert asyncio.run(scenario()) == ({"type": "log.parts", "n": 1}, {"type": "log.parts", "n": 1})
 
 
+def test_a_frame_rung_from_a_view_is_with_this_process_s_consumers_when_the_ring_returns(monkeypatch):
+    """doorbell.announce_now, as the log POST rings before it answers: the frame is on this process's
+    consumers' queues when the call returns, before anything went to Redis; another process gets it once
+    the function the ring returned is awaited (after the answer)."""
+    from buildboard.lib import doorbell
+
+    async def scenario():
+        here, elsewhere = layer(10), layer(10)
+        mine, theirs = await here.new_channel(), await elsewhere.new_channel()
+        await here.group_add("job-11", mine)
+        await elsewhere.group_add("job-11", theirs)
+        await asyncio.sleep(0.1)
+        monkeypatch.setattr(doorbell, "get_channel_layer", lambda: here)
+        publishes = []
+        shard = here._get_layer()._shards[0]
+        publish = shard.publish
+
+        async def counted(channel, message):
+            publishes.append(channel)
+            await publish(channel, message)
+
+        shard.publish = counted
+        send_elsewhere = doorbell.announce_now(["job-11"], {"type": "log.parts", "n": 3})
+        got_here = here._get_layer().channels[mine].get_nowait()  # no await: it is there already
+        assert publishes == []  # (a receive cancelled by a timeout would leave the group: no waiting here)
+        await send_elsewhere()
+        got_there = await asyncio.wait_for(elsewhere.receive(theirs), 5)
+        with pytest.raises(TimeoutError):  # this process's consumer got it once
+            await asyncio.wait_for(here.receive(mine), 0.3)
+        await here.flush()
+        await elsewhere.flush()
+        return got_here, got_there, len(publishes)
+
+    assert asyncio.run(scenario()) == ({"type": "log.parts", "n": 3}, {"type": "log.parts", "n": 3}, 1)
+
+
 def test_a_frame_published_without_a_tag_by_a_process_of_the_previous_release_still_arrives():
     async def scenario():
         here = layer(10)

@@ -112,17 +112,19 @@ def test_frames_to_the_same_groups_leave_in_the_order_they_were_rung_and_others_
             changed.notify_all()
 
     monkeypatch.setattr(layer, "group_send", slow_then_fast)
+    monkeypatch.setattr(layer, "group_send_elsewhere", slow_then_fast)
+    monkeypatch.setattr(layer, "group_send_here", lambda group, message: None)
     for groups, n in ((["job-1"], 1), (["job-1"], 2), (["job-2"], 3)):  # as ring() schedules each, unwaited
-        asyncio.run_coroutine_threadsafe(doorbell._send_all(layer, groups, {"type": "log.parts", "n": n}),
-                                         doorbell._announcer_loop())
+        asyncio.run_coroutine_threadsafe(
+            doorbell._send_all(layer.group_send, groups, {"type": "log.parts", "n": n}), doorbell._announcer_loop())
     with changed:
         assert changed.wait_for(lambda: len(sent) == 3, timeout=10)
     assert sent == [("job-2", 3), ("job-1", 1), ("job-1", 2)]
 
     async def on_a_loop():
-        rung = [asyncio.create_task(doorbell.announce_now(["job-1"], {"type": "log.parts", "n": n}))
+        rung = [asyncio.create_task(doorbell.announce_now(["job-1"], {"type": "log.parts", "n": n})())
                 for n in (4, 5)]
-        await doorbell.announce_now(["job-2"], {"type": "log.parts", "n": 6})
+        await doorbell.announce_now(["job-2"], {"type": "log.parts", "n": 6})()
         assert sent[3:] == [("job-2", 6)]
         await asyncio.gather(*rung)
         assert dict(doorbell._turns[asyncio.get_running_loop()]) == {}

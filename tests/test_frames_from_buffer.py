@@ -172,13 +172,13 @@ def test_no_frame_is_built_for_a_job_nobody_watches_and_a_viewer_who_comes_later
     held_off(job)
     layer = doorbell.get_channel_layer()
     sent: list[str] = []
-    group_send = layer.group_send
+    group_send_here = layer.group_send_here
 
-    async def counting(group, message):
+    def counting(group, message):  # where a frame from the POST starts, before it goes to other processes
         sent.append(group)
-        await group_send(group, message)
+        group_send_here(group, message)
 
-    monkeypatch.setattr(layer, "group_send", counting)
+    monkeypatch.setattr(layer, "group_send_here", counting)
     assert post_log(client, auth, job, (0, "unwatched\n")).status_code == 202
     assert sent == []
     listener = Listener(job)

@@ -80,9 +80,16 @@ class _LoopLayer(RedisPubSubLoopLayer):
         await self._publish(channel, message)
 
     async def group_send(self, group, message):
-        name = self._get_group_channel_name(group)
-        self.deliver(name, message)
-        await self._publish(name, message)
+        self.group_send_here(group, message)
+        await self.group_send_elsewhere(group, message)
+
+    def group_send_here(self, group: str, message: dict) -> None:
+        """group_send's first half, for a caller that cannot wait: this process's consumers of the group."""
+        self.deliver(self._get_group_channel_name(group), message)
+
+    async def group_send_elsewhere(self, group: str, message: dict) -> None:
+        """group_send's second half: the other processes' consumers, through Redis."""
+        await self._publish(self._get_group_channel_name(group), message)
 
     async def _publish(self, name: str, message: dict) -> None:
         await self._get_shard(name).publish(name, _MARKER + self.tag + self.channel_layer.serialize(message))
@@ -94,6 +101,12 @@ class ChannelLayer(RedisPubSubChannelLayer):
     def redis_channel(self, group: str) -> str:
         """The Redis channel a group's frames are published on (PUBSUB NUMSUB of it: who listens)."""
         return f"{self._kwargs.get('prefix', 'asgi')}__group__{group}"
+
+    def group_send_here(self, group: str, message: dict) -> None:
+        self._get_layer().group_send_here(group, message)
+
+    async def group_send_elsewhere(self, group: str, message: dict) -> None:
+        await self._get_layer().group_send_elsewhere(group, message)
 
     def deserialize(self, message):
         return message if isinstance(message, dict) else super().deserialize(message)

@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import weakref
+from collections.abc import Awaitable, Callable
 
 from channels.layers import get_channel_layer
 from django.db import transaction
@@ -41,7 +42,7 @@ def _announcer_loop() -> asyncio.AbstractEventLoop:
         return _loop[1]
 
 
-async def _send_all(layer, groups: list[str], message: dict) -> None:
+async def _send_all(send: Callable[[str, dict], Awaitable[None]], groups: list[str], message: dict) -> None:
     """Send after the frames rung earlier to the same groups. Coroutines start in the order they were
     scheduled and asyncio.Lock wakes its waiters first come first served, so sends to the same groups
     keep their order even when an earlier one waits on Redis longer than a later one would."""
@@ -53,7 +54,7 @@ async def _send_all(layer, groups: list[str], message: dict) -> None:
     try:
         async with lock:
             for group in groups:
-                await layer.group_send(group, message)
+                await send(group, message)
     finally:
         lock, holders = turns[key]
         if holders == 1:
@@ -69,22 +70,39 @@ def ring(groups: list[str], message: dict) -> None:
     if layer is None:
         return
     try:
-        asyncio.run_coroutine_threadsafe(_send_all(layer, groups, message), _announcer_loop()).result(timeout=10)
+        asyncio.run_coroutine_threadsafe(_send_all(layer.group_send, groups, message),
+                                         _announcer_loop()).result(timeout=10)
     except Exception:  # a lost doorbell is tolerated by design; the data is committed
         log.exception("channel layer announcement failed")
 
 
-async def announce_now(groups: list[str], message: dict) -> None:
+def announce_now(groups: list[str], message: dict) -> Callable[[], Awaitable[None]]:
     """Ring at once, from a view on the event loop, about data that is already durable outside the database
-    (log parts in the job's Redis buffer, which the log readers also read). Sent on the caller's loop before
-    it answers, so no thread stands between the request and its viewers; a lost frame is only logged."""
+    (log parts in the job's Redis buffer, which the log readers also read). This process's own consumers of
+    the groups have the frame when this returns, so the loop writes it to their sockets as soon as the view
+    lets go of it, beside its answer. Awaiting the function returned (after the answer) sends the frame to
+    the other processes, after the frames to the same groups that started sending before it. A lost frame
+    is only logged."""
     layer = get_channel_layer()
     if layer is None:
-        return
+        return _nothing
     try:
-        await _send_all(layer, groups, message)
+        for group in groups:
+            layer.group_send_here(group, message)
     except Exception:
         log.exception("channel layer announcement failed")
+
+    async def elsewhere() -> None:
+        try:
+            await _send_all(layer.group_send_elsewhere, groups, message)
+        except Exception:
+            log.exception("channel layer announcement failed")
+
+    return elsewhere
+
+
+async def _nothing() -> None:
+    pass
 
 
 def redis_channel(group: str) -> str | None:
