@@ -4,7 +4,9 @@ Setup: one uvicorn process, a real Celery worker, Redis and PostgreSQL. 50 jobs 
 over the worker API while 300 websocket viewers (6 per job) watch /ws/jobs/N/. For every part and
 every viewer, latency = frame arrival - moment the POST was sent. Printed beside a bare baseline
 measured in the same run: one Redis PUBLISH reaching a subscriber, plus one bare HTTP POST round
-trip to a do-nothing ASGI app under the same uvicorn. Each job first reports "started": the time from
+trip to a do-nothing ASGI app under the same uvicorn, both back to back. For reference (not the target's
+baseline), the bare POST is also timed sent at the load's pace: on this 2-core VM a process woken after
+tens of milliseconds asleep answers slower than one kept busy. Each job first reports "started": the time from
 that POST to its job.state frame is printed too (state changes are applied in the database, forward
 only, so they are announced after the Celery hop and the commit, unlike log parts). Then: how many
 idle viewers one server process holds (connections opened until --idle-max, all must still get a frame).
@@ -61,8 +63,11 @@ def rss_mb(pid: int) -> float:
 # Baseline
 
 
-async def baseline(redis_url: str, env: dict, samples: int) -> tuple[list[float], list[float]]:
-    """Latencies (ms) of a Redis PUBLISH reaching a subscriber, and of a bare HTTP POST round trip."""
+async def baseline(redis_url: str, env: dict, samples: int,
+                   pace: float) -> tuple[list[float], list[float], list[float]]:
+    """Latencies (ms) of a Redis PUBLISH reaching a subscriber, of a bare HTTP POST round trip (both back to
+    back: the baseline of the target), and of the bare POST sent once every `pace` seconds, as the load's
+    POSTs reach the server (for reference: on a VM, processes that sleep between requests wake slower)."""
     client = aioredis.from_url(redis_url)
     pubsub = client.pubsub()
     await pubsub.subscribe("bench:tail")
@@ -83,15 +88,20 @@ async def baseline(redis_url: str, env: dict, samples: int) -> tuple[list[float]
     try:
         await wait_listening(f"http://127.0.0.1:{port}/")
         body = {"parts": [{"number": 0, "content": "x" * 200}]}
-        post = []
+        post, paced = [], []
         async with httpx.AsyncClient() as http:
             for _ in range(samples):
                 sent = time.perf_counter()
                 await http.post(f"http://127.0.0.1:{port}/log", json=body)
                 post.append((time.perf_counter() - sent) * 1000)
+            for _ in range(min(samples, 100)):
+                await asyncio.sleep(pace)
+                sent = time.perf_counter()
+                await http.post(f"http://127.0.0.1:{port}/log", json=body)
+                paced.append((time.perf_counter() - sent) * 1000)
     finally:
         stop(server)
-    return publish, post
+    return publish, post, paced
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -348,7 +358,7 @@ def run_once(args, run: int, profile: bool) -> dict:
         prepare_database(args.database_url)
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=BASE_DIR, env=env, check=True)
         build_token, token = scoped_tokens("bench", env)
-        publish, post = asyncio.run(baseline(redis.url, env, args.baseline_samples))
+        publish, post, paced = asyncio.run(baseline(redis.url, env, args.baseline_samples, 1 / (args.jobs * args.rate)))
 
         port = free_port()
         web = start(["-m", "uvicorn", "buildboard.asgi:application", "--port", str(port), "--log-level", "warning",
@@ -384,8 +394,9 @@ def run_once(args, run: int, profile: bool) -> dict:
     finally:
         stop(*processes)
         redis.stop()
-    return {"publish": publish, "post": post, "latencies": latencies, "answered": answered, "sent": sent,
-            "missing": missing, "states": states, "jobs": len(job_ids), "held": held, "rss": rss, "reached": reached,
+    return {"publish": publish, "post": post, "paced": paced, "latencies": latencies, "answered": answered,
+            "sent": sent, "missing": missing, "states": states, "jobs": len(job_ids), "held": held, "rss": rss,
+            "reached": reached,
             "profile": profiler.summary(args.profile_top) if profiler else None}
 
 
@@ -396,6 +407,9 @@ def report(args, figures: dict) -> dict:
     load = os.getloadavg()
     print(f"baseline: Redis PUBLISH->subscriber p50 {statistics.median(publish):.2f} ms + bare HTTP POST p50 "
           f"{statistics.median(post):.2f} ms = {base_p50:.2f} ms ({args.baseline_samples} samples each)")
+    print(f"  for reference, the bare POST sent as the load's POSTs come, one every "
+          f"{1000 / (figures['jobs'] * args.rate):.0f} ms: p50 {statistics.median(figures['paced']):.2f} ms "
+          f"({len(figures['paced'])} samples)")
     print(f"load: {figures['jobs']} jobs x {args.rate:g} POSTs/s for {args.seconds:g} s = {figures['sent']} parts; "
           f"{args.viewers // args.jobs * figures['jobs']} viewers; {len(latencies)} deliveries, "
           f"{figures['missing']} missing; machine load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
