@@ -56,13 +56,20 @@ def test_a_consumer_that_stops_reading_keeps_capacity_frames_and_others_still_ge
     assert "is full (2 frames): dropping a frame" in caplog.text
 
 
+async def here_and_elsewhere(group: str):
+    """Two layers as two processes would have, each with a consumer in `group`: (here, elsewhere, mine,
+    theirs), once the subscriptions are in place."""
+    here, elsewhere = layer(10), layer(10)
+    mine, theirs = await here.new_channel(), await elsewhere.new_channel()
+    await here.group_add(group, mine)
+    await elsewhere.group_add(group, theirs)
+    await asyncio.sleep(0.1)
+    return here, elsewhere, mine, theirs
+
+
 def test_a_frame_reaches_this_process_s_consumers_in_memory_once_and_other_processes_through_redis():
     async def scenario():
-        here, elsewhere = layer(10), layer(10)
-        mine, theirs = await here.new_channel(), await elsewhere.new_channel()
-        await here.group_add("job-9", mine)
-        await elsewhere.group_add("job-9", theirs)
-        await asyncio.sleep(0.1)
+        here, elsewhere, mine, theirs = await here_and_elsewhere("job-9")
         shard = here._get_layer()._shards[0]
         publish, published, release = shard.publish, asyncio.Event(), asyncio.Event()
 
@@ -95,11 +102,7 @@ def test_a_frame_rung_from_a_view_is_with_this_process_s_consumers_when_the_ring
     from buildboard.lib import doorbell
 
     async def scenario():
-        here, elsewhere = layer(10), layer(10)
-        mine, theirs = await here.new_channel(), await elsewhere.new_channel()
-        await here.group_add("job-11", mine)
-        await elsewhere.group_add("job-11", theirs)
-        await asyncio.sleep(0.1)
+        here, elsewhere, mine, theirs = await here_and_elsewhere("job-11")
         monkeypatch.setattr(doorbell, "get_channel_layer", lambda: here)
         publishes = []
         shard = here._get_layer()._shards[0]
