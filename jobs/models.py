@@ -453,10 +453,10 @@ class LogPart(models.Model):
         every character of the log into the INSERT's text in Python, which was half of a flush's time under
         bench/ingest; COPY sends the rows as they are. Nothing reads a stored part's id afterwards."""
         connection = connections[router.db_for_write(cls)]
+        if not parts:
+            return
         if connection.vendor != "postgresql":
             cls.objects.bulk_create(parts)
-            return
-        if not parts:
             return
         for part in parts:  # what psycopg says of a NUL in an INSERT; COPY would only say "0x00"
             if "\x00" in part.content:

@@ -84,25 +84,22 @@ def announce_now(groups: list[str], message: dict) -> Callable[[], Awaitable[Non
     the other processes, after the frames to the same groups that started sending before it. A lost frame
     is only logged."""
     layer = get_channel_layer()
-    if layer is None:
-        return _nothing
-    try:
-        for group in groups:
-            layer.group_send_here(group, message)
-    except Exception:
-        log.exception("channel layer announcement failed")
+    if layer is not None:
+        try:
+            for group in groups:
+                layer.group_send_here(group, message)
+        except Exception:
+            log.exception("channel layer announcement failed")
 
     async def elsewhere() -> None:
+        if layer is None:
+            return
         try:
             await _send_all(layer.group_send_elsewhere, groups, message)
         except Exception:
             log.exception("channel layer announcement failed")
 
     return elsewhere
-
-
-async def _nothing() -> None:
-    pass
 
 
 def redis_channel(group: str) -> str | None:
