@@ -3,11 +3,12 @@
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from accounts import permissions
+from buildboard.lib.channel_layer import InboxConsumer
 
 from .events import FLEET_GROUP
 
 
-class FleetConsumer(AsyncJsonWebsocketConsumer):
+class FleetConsumer(InboxConsumer, AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
         if not permissions.may_operate_fleet(user):

@@ -3,11 +3,13 @@
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from buildboard.lib.channel_layer import InboxConsumer
+
 from . import live
 from .models import StatusPageState
 
 
-class StatusConsumer(AsyncJsonWebsocketConsumer):
+class StatusConsumer(InboxConsumer, AsyncJsonWebsocketConsumer):
     """Public, so no authorization. The first frame gives the current sequence, so a client that
     rendered an older page (or missed frames) refetches at once."""
 

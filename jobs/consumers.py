@@ -11,6 +11,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from accounts import permissions
 from accounts.live import access_group
+from buildboard.lib.channel_layer import InboxConsumer
 
 from . import events, logread
 from .models import Build, Job
@@ -34,7 +35,7 @@ def _query_int(scope: dict, name: str, default: int) -> int:
         return default
 
 
-class ForwardingConsumer(AsyncJsonWebsocketConsumer):
+class ForwardingConsumer(InboxConsumer, AsyncJsonWebsocketConsumer):
     """Forwards channel-layer frames to the browser.
 
     Frames are forwarded without channels' per-message database connection cleanup: that is a hop

@@ -204,3 +204,61 @@ def test_a_frame_type_without_handler_does_not_close_the_socket(job):
         await ws.disconnect()
 
     run(scenario())
+
+
+def test_a_frame_on_a_viewer_s_queue_is_sent_on_the_loop_s_next_turn(job):
+    """The consumers read one queue (buildboard/lib/channel_layer.py's InboxConsumer): a frame this process
+    hands to a job's viewers is written to their sockets on the next loop turn, not three turns later."""
+    from channels.layers import get_channel_layer
+
+    from jobs import events
+
+    async def scenario():
+        ws, _, _ = await connect(f"/ws/jobs/{job.pk}/")
+        await ws.receive_json_from(timeout=5)  # job.state
+        get_channel_layer().group_send_here(events.job_group(job.pk), {"type": "log.parts", "job_id": job.pk,
+                                                                       "parts": [{"number": 0}]})
+        await asyncio.sleep(0)
+        sent = ws.output_queue.get_nowait()
+        assert json.loads(sent["text"])["parts"] == [{"number": 0}]
+        await ws.disconnect()
+
+    run(scenario())
+
+
+def test_a_closed_socket_leaves_no_channel_or_group_membership_behind(job):
+    from channels.layers import get_channel_layer
+
+    from jobs import events
+
+    async def scenario():
+        layer = get_channel_layer()._get_layer()
+        before = set(layer.channels)
+        ws, _, _ = await connect(f"/ws/jobs/{job.pk}/")
+        await ws.receive_json_from(timeout=5)
+        [channel] = set(layer.channels) - before
+        group = layer._get_group_channel_name(events.job_group(job.pk))
+        assert channel in layer.groups[group]
+        await ws.disconnect()
+        return channel in layer.channels, channel in layer.groups.get(group, ())
+
+    assert run(scenario()) == (False, False)
+
+
+def test_a_socket_whose_receive_fails_ends_its_consumer_with_that_error(job):
+    from jobs.consumers import JobConsumer
+
+    async def scenario():
+        async def receive():
+            raise OSError("the connection broke")
+
+        async def send(message):
+            pass
+
+        app = JobConsumer.as_asgi()
+        scope = {"type": "websocket", "path": f"/ws/jobs/{job.pk}/", "query_string": b"", "headers": [],
+                 "subprotocols": [], "user": AnonymousUser(), "url_route": {"kwargs": {"job_id": job.pk}}}
+        with pytest.raises(OSError, match="the connection broke"):
+            await asyncio.wait_for(app(scope, receive, send), 5)
+
+    run(scenario())

@@ -25,6 +25,8 @@ import asyncio
 import logging
 import os
 
+from channels.exceptions import StopConsumer
+from channels.layers import get_channel_layer
 from channels_redis.pubsub import RedisPubSubChannelLayer, RedisPubSubLoopLayer, RedisSingleShardConnection
 from channels_redis.utils import _wrap_close, decode_hosts
 
@@ -96,6 +98,16 @@ class _LoopLayer(RedisPubSubLoopLayer):
     async def _publish(self, name: str, message: dict) -> None:
         await self._get_shard(name).publish(name, _MARKER + self.tag + self.channel_layer.serialize(message))
 
+    def inbox(self, channel: str) -> asyncio.Queue:
+        """The queue of a channel new_channel() made here, for a consumer that reads it itself."""
+        return self.channels[channel]
+
+    async def close_channel(self, channel: str) -> None:
+        """The antithesis of new_channel(), for a consumer that read its inbox itself: channels_redis does
+        this when a receive() is cancelled."""
+        if self.channels.pop(channel, None) is not None:
+            await self._get_shard(channel).unsubscribe(channel)
+
 
 class ChannelLayer(RedisPubSubChannelLayer):
     """settings.CHANNEL_LAYERS' backend: CONFIG takes channels_redis's pub/sub options plus `capacity`."""
@@ -110,6 +122,12 @@ class ChannelLayer(RedisPubSubChannelLayer):
     async def group_send_elsewhere(self, group: str, message: dict) -> None:
         await self._get_layer().group_send_elsewhere(group, message)
 
+    def inbox(self, channel: str) -> asyncio.Queue:
+        return self._get_layer().inbox(channel)
+
+    async def close_channel(self, channel: str) -> None:
+        await self._get_layer().close_channel(channel)
+
     def deserialize(self, message):
         return message if isinstance(message, dict) else super().deserialize(message)
 
@@ -120,3 +138,48 @@ class ChannelLayer(RedisPubSubChannelLayer):
             layer = self._layers[loop] = _LoopLayer(*self._args, **self._kwargs, channel_layer=self)
             _wrap_close(self, loop)
         return layer
+
+
+class InboxConsumer:
+    """A consumer mixin: the socket's messages and the channel layer's frames are read from one queue.
+
+    Channels' own loop (await_many_dispatch) waits on two receive tasks with asyncio.wait and makes a new
+    task for every message, so a frame put on a consumer's queue reaches its handler three loop turns later,
+    behind whatever else the loop runs in between. Here a small task pumps the socket's messages into the
+    channel's own queue, the one deliver() puts frames on, and the consumer awaits that queue: a frame is
+    handled on the next turn. Messages are still handled one at a time, in the order they arrived. With
+    another channel layer (or none) the consumer runs as Channels runs it."""
+
+    async def __call__(self, scope, receive, send):
+        layer = get_channel_layer(self.channel_layer_alias)
+        if not isinstance(layer, ChannelLayer):
+            return await super().__call__(scope, receive, send)
+        self.scope, self.channel_layer, self.base_send = scope, layer, send
+        self.channel_name = await layer.new_channel()
+        inbox = layer.inbox(self.channel_name)
+        pump = asyncio.ensure_future(_pump(receive, inbox))
+        try:
+            while True:
+                message = await inbox.get()
+                if isinstance(message, _ReceiveFailed):
+                    raise message.error
+                await self.dispatch(layer.deserialize(message))
+        except StopConsumer:
+            pass
+        finally:
+            pump.cancel()
+            await layer.close_channel(self.channel_name)
+
+
+class _ReceiveFailed:
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+async def _pump(receive, inbox: asyncio.Queue) -> None:
+    """The socket's messages into the consumer's queue; they wait for room rather than being dropped."""
+    try:
+        while True:
+            await inbox.put(await receive())
+    except Exception as error:  # the consumer raises it, as Channels' loop would
+        await inbox.put(_ReceiveFailed(error))
