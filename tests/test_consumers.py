@@ -262,3 +262,40 @@ def test_a_socket_whose_receive_fails_ends_its_consumer_with_that_error(job):
             await asyncio.wait_for(app(scope, receive, send), 5)
 
     run(scenario())
+
+
+def test_a_viewer_gone_before_its_frame_was_sent_still_leaves_the_job_s_group(job):
+    """A tab closed while a log streams: sending the next frame fails (uvicorn raises ClientDisconnected)
+    before the consumer reads its disconnect. It must still leave the job's group, or the process would go on
+    listening for the job, and the log POST building frames for it, with nobody watching."""
+    from channels.layers import get_channel_layer
+    from uvicorn.protocols.utils import ClientDisconnected
+
+    from jobs import events
+    from jobs.consumers import JobConsumer
+
+    async def scenario():
+        layer = get_channel_layer()._get_layer()
+        group = layer._get_group_channel_name(events.job_group(job.pk))
+        inputs, first_frame, gone = asyncio.Queue(), asyncio.Event(), False
+
+        async def send(message):
+            if message["type"] == "websocket.send":
+                if gone:
+                    raise ClientDisconnected
+                first_frame.set()
+
+        scope = {"type": "websocket", "path": f"/ws/jobs/{job.pk}/", "query_string": b"", "headers": [],
+                 "subprotocols": [], "user": AnonymousUser(), "url_route": {"kwargs": {"job_id": job.pk}}}
+        consumer = asyncio.ensure_future(JobConsumer.as_asgi()(scope, inputs.get, send))
+        inputs.put_nowait({"type": "websocket.connect"})
+        await asyncio.wait_for(first_frame.wait(), 5)  # joined, and job.state sent
+        members = set(layer.groups[group])
+        gone = True
+        layer.group_send_here(events.job_group(job.pk), {"type": "log.parts", "job_id": job.pk, "parts": []})
+        inputs.put_nowait({"type": "websocket.disconnect", "code": 1006})
+        with pytest.raises(ClientDisconnected):
+            await asyncio.wait_for(consumer, 5)
+        return len(members), group in layer.groups
+
+    assert run(scenario()) == (1, False)

@@ -168,6 +168,11 @@ class InboxConsumer:
             pass
         finally:
             pump.cancel()
+            # A viewer gone before its frame was sent ends here with the send's error, before it read its
+            # disconnect (which leaves the groups): leave them here, or this process would go on listening
+            # for, and the log POST building frames for, a job nobody watches.
+            for group in getattr(self, "groups", None) or ():
+                await layer.group_discard(group, self.channel_name)
             await layer.close_channel(self.channel_name)
 
 
