@@ -245,6 +245,12 @@ def test_a_closed_socket_leaves_no_channel_or_group_membership_behind(job):
     assert run(scenario()) == (False, False)
 
 
+def job_socket_scope(job) -> dict:
+    """The scope the router gives a job page's consumer, for calling it with a receive or send of our own."""
+    return {"type": "websocket", "path": f"/ws/jobs/{job.pk}/", "query_string": b"", "headers": [],
+            "subprotocols": [], "user": AnonymousUser(), "url_route": {"kwargs": {"job_id": job.pk}}}
+
+
 def test_a_socket_whose_receive_fails_ends_its_consumer_with_that_error(job):
     from jobs.consumers import JobConsumer
 
@@ -252,14 +258,8 @@ def test_a_socket_whose_receive_fails_ends_its_consumer_with_that_error(job):
         async def receive():
             raise OSError("the connection broke")
 
-        async def send(message):
-            pass
-
-        app = JobConsumer.as_asgi()
-        scope = {"type": "websocket", "path": f"/ws/jobs/{job.pk}/", "query_string": b"", "headers": [],
-                 "subprotocols": [], "user": AnonymousUser(), "url_route": {"kwargs": {"job_id": job.pk}}}
         with pytest.raises(OSError, match="the connection broke"):
-            await asyncio.wait_for(app(scope, receive, send), 5)
+            await asyncio.wait_for(JobConsumer.as_asgi()(job_socket_scope(job), receive, asyncio.Queue().put), 5)
 
     run(scenario())
 
@@ -285,9 +285,7 @@ def test_a_viewer_gone_before_its_frame_was_sent_still_leaves_the_job_s_group(jo
                     raise ClientDisconnected
                 first_frame.set()
 
-        scope = {"type": "websocket", "path": f"/ws/jobs/{job.pk}/", "query_string": b"", "headers": [],
-                 "subprotocols": [], "user": AnonymousUser(), "url_route": {"kwargs": {"job_id": job.pk}}}
-        consumer = asyncio.ensure_future(JobConsumer.as_asgi()(scope, inputs.get, send))
+        consumer = asyncio.ensure_future(JobConsumer.as_asgi()(job_socket_scope(job), inputs.get, send))
         inputs.put_nowait({"type": "websocket.connect"})
         await asyncio.wait_for(first_frame.wait(), 5)  # joined, and job.state sent
         members = set(layer.groups[group])

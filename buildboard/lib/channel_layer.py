@@ -159,13 +159,7 @@ class InboxConsumer:
         inbox = layer.inbox(self.channel_name)
         pump = asyncio.ensure_future(_pump(receive, inbox))
         try:
-            while True:
-                message = await inbox.get()
-                if isinstance(message, _ReceiveFailed):
-                    raise message.error
-                await self.dispatch(layer.deserialize(message))
-        except StopConsumer:
-            pass
+            await self._handle_until_stopped(inbox)
         finally:
             pump.cancel()
             # A viewer gone before its frame was sent ends here with the send's error, before it read its
@@ -175,16 +169,23 @@ class InboxConsumer:
                 await layer.group_discard(group, self.channel_name)
             await layer.close_channel(self.channel_name)
 
-
-class _ReceiveFailed:
-    def __init__(self, error: Exception):
-        self.error = error
+    async def _handle_until_stopped(self, inbox: asyncio.Queue) -> None:
+        """Each message in turn, until a handler raises StopConsumer (the disconnect's does)."""
+        while True:
+            message = await inbox.get()
+            if isinstance(message, Exception):  # the socket's receive failed (_pump)
+                raise message
+            try:
+                await self.dispatch(self.channel_layer.deserialize(message))
+            except StopConsumer:
+                return
 
 
 async def _pump(receive, inbox: asyncio.Queue) -> None:
-    """The socket's messages into the consumer's queue; they wait for room rather than being dropped."""
+    """The socket's messages into the consumer's queue; they wait for room rather than being dropped. If
+    receive fails, its error goes in last, and the consumer raises it, as Channels' loop would."""
     try:
         while True:
             await inbox.put(await receive())
-    except Exception as error:  # the consumer raises it, as Channels' loop would
-        await inbox.put(_ReceiveFailed(error))
+    except Exception as error:
+        await inbox.put(error)
