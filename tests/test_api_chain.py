@@ -4,6 +4,7 @@ Bearer requests under /api/v1/ skip the browser middleware; everything else keep
 guards every cookie-authenticated POST and every HTML page still carries its CSP."""
 
 import asyncio
+import json
 import threading
 
 import httpx
@@ -163,3 +164,58 @@ def test_the_log_post_is_served_on_the_event_loop_and_other_views_in_one_thread_
     for response in (log, state):
         assert response.headers["X-Content-Type-Options"] == "nosniff"
         assert response.headers["Referrer-Policy"] == "same-origin"
+
+
+def test_the_log_post_s_frame_reaches_this_process_s_viewers_before_the_request_s_after_work(worker_token, job):
+    """The answer goes first, then the frame the POST rang for this process's viewers, then the request's
+    after-work (request_finished, and the flush a log answer publishes as it closes): a viewer does not wait
+    behind that work."""
+    from buildboard.asgi import application
+    from jobs.consumers import JobConsumer
+    from tests.test_consumers import job_socket_scope
+
+    seen: list[str] = []
+
+    def finished(**kwargs):
+        seen.append("finished")
+
+    async def scenario():
+        inputs, joined = asyncio.Queue(), asyncio.Event()
+
+        async def to_viewer(message):
+            if message["type"] == "websocket.send":
+                if json.loads(message["text"])["type"] == "log.parts":
+                    seen.append("frame")
+                joined.set()  # the job.state frame every viewer gets first
+
+        async def to_worker(message):
+            if message["type"] == "http.response.body":
+                seen.append("answer")
+
+        async def body():
+            return {"type": "http.request", "body": json.dumps({"parts": [{"number": 0, "content": "hi\n"}]}).encode()}
+
+        viewer = asyncio.ensure_future(JobConsumer.as_asgi()(job_socket_scope(job), inputs.get, to_viewer))
+        inputs.put_nowait({"type": "websocket.connect"})
+        await asyncio.wait_for(joined.wait(), 5)
+        path = f"/api/v1/jobs/{job.pk}/log"
+        await application({
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+            "path": path, "raw_path": path.encode(), "query_string": b"", "server": ("testserver", 80),
+            "client": ("127.0.0.1", 50000), "headers": [(b"host", b"testserver"),
+                                                        (b"content-type", b"application/json"),
+                                                        (b"authorization", f"Bearer {worker_token}".encode())],
+        }, body, to_worker)
+        for _ in range(100):  # without a frame, the assertion below says what came instead
+            if "frame" in seen:
+                break
+            await asyncio.sleep(0.01)
+        inputs.put_nowait({"type": "websocket.disconnect", "code": 1000})
+        await asyncio.wait_for(viewer, 5)
+
+    signals.request_finished.connect(finished)
+    try:
+        asyncio.run(scenario())
+    finally:
+        signals.request_finished.disconnect(finished)
+    assert seen == ["answer", "frame", "finished"]
