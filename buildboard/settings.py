@@ -152,10 +152,11 @@ CHANNEL_LAYERS = {
 
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "buildboard.lib.cache.RedisCache",  # one connection pool per process (see its module)
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": f"{CHANNEL_PREFIX}:cache",
-        "OPTIONS": {"socket_connect_timeout": REDIS_CONNECT_TIMEOUT, "socket_timeout": REDIS_CONNECT_TIMEOUT},
+        "OPTIONS": {"socket_connect_timeout": REDIS_CONNECT_TIMEOUT, "socket_timeout": REDIS_CONNECT_TIMEOUT,
+                    "health_check_interval": 30},  # a pooled connection idle that long is checked before use
     }
 }
 

@@ -247,7 +247,7 @@ def test_page_and_json_answer_from_the_database_when_all_of_redis_is_down(client
     open_incident(alice, linux)
     dead = "redis://127.0.0.1:9/0"
     monkeypatch.setattr(fastpath, "_sync_client", redis.Redis.from_url(dead, socket_connect_timeout=0.2))
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": dead,
+    settings.CACHES = {"default": {"BACKEND": "buildboard.lib.cache.RedisCache", "LOCATION": dead,
                                    "OPTIONS": {"socket_connect_timeout": 0.2}}}
     page = client.get("/status/")
     assert page.status_code == 200 and "Partial System Outage" in page.content.decode()
