@@ -2,8 +2,8 @@
 
 Under ASGI, `django.core.cache.caches` holds a backend object per request context, and Django's
 RedisCacheClient keeps its connection pools on that object. So every request that touched the cache (the
-public status page, rate limits, the token generation check) opened a TCP connection to Redis and dropped
-it with the request (Django ticket #35651). Here the client is shared by every backend object of the
+token generation check, rate limits, the status page's builders) opened a TCP connection to Redis and
+dropped it with the request (Django ticket #35651). Here the client is shared by every backend object of the
 process with the same servers and options, so requests take connections from one pool, as redis-py means
 them to. redis-py's pool notices a fork and starts afresh in the child."""
 
