@@ -44,6 +44,70 @@ async def wait_listening(url: str) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
+class CpuMeter:
+    """CPU seconds spent by groups of processes between start() and stop(), read from /proc (Linux): each
+    named process with its descendants, plus every PostgreSQL and Redis server process on the machine (a
+    shared server's other clients count too, so use it on a quiet machine). Where the time goes decides
+    what is worth optimizing: on two cores under load, any process's CPU slows all the others."""
+
+    SERVERS = {"postgres": "postgres", "redis": "redis-server"}
+
+    def __init__(self, **processes: int) -> None:
+        self.processes = processes  # name -> pid
+        self.started: dict[str, float] = {}
+
+    @staticmethod
+    def _read(pid: int) -> tuple[float, str, list[int]]:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            children = []
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as f:
+                    children += [int(c) for c in f.read().split()]
+            with open(f"/proc/{pid}/comm") as f:
+                comm = f.read().strip()
+        except OSError:  # gone, or not Linux
+            return 0.0, "", []
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), comm, children
+
+    def _tree(self, pid: int) -> float:
+        cpu, _, children = self._read(pid)
+        return cpu + sum(self._tree(child) for child in children)
+
+    def _sample(self) -> dict[str, float]:
+        sample = {name: self._tree(pid) for name, pid in self.processes.items()}
+        usage = os.times()
+        sample["bench client"] = usage.user + usage.system
+        for name in self.SERVERS:
+            sample[name] = 0.0
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                cpu, comm, _ = self._read(int(entry))
+                for name, server in self.SERVERS.items():
+                    if comm == server:
+                        sample[name] += cpu
+        return sample
+
+    def start(self) -> None:
+        self.started = self._sample()
+
+    def stop(self) -> dict[str, float]:
+        ended = self._sample()
+        return {name: ended[name] - self.started.get(name, 0.0) for name in ended}
+
+
+def wait_celery(env: dict, seconds: float = 120) -> None:
+    """Until a Celery worker answers a ping. Its start-up (Django's set-up, the checks, forking the pool)
+    takes seconds of CPU on this machine; started beside the web server, it would still be running while
+    the measured load begins, which no sustained system pays."""
+    script = ("from buildboard.celery import app\n"
+              "while not app.control.ping(timeout=0.5):\n"
+              "    pass\n")
+    subprocess.run([sys.executable, "-c", script], cwd=BASE_DIR, env=env, check=True, timeout=seconds,
+                   capture_output=True)
+
+
 def prepare_database(url: str) -> None:
     """A fresh benchmark database each run, so figures do not depend on earlier runs."""
     if not url.startswith("postgres"):

@@ -20,7 +20,16 @@ import httpx
 BASE_DIR = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(BASE_DIR))
 
-from bench.common import manage, prepare_database, scoped_tokens, start, stop, wait_listening  # noqa: E402
+from bench.common import (  # noqa: E402
+    CpuMeter,
+    manage,
+    prepare_database,
+    scoped_tokens,
+    start,
+    stop,
+    wait_celery,
+    wait_listening,
+)
 from buildboard.lib.redis_server import ensure_redis, free_port  # noqa: E402
 
 LINE = "\x1b[32mPASSED\x1b[0m tests/test_module.py::test_case_number_{n} in 0.01s\n"
@@ -71,6 +80,7 @@ def main() -> None:
            "CHANNEL_PREFIX": "bench", "PYTHONPATH": str(BASE_DIR)}
     total_lines = args.clients * args.requests * args.parts * args.lines
     results: dict[str, list[float]] = {"baseline": [], "accepted": [], "stored": []}
+    cpu: dict[str, list[float]] = {}
     try:
         prepare_database(args.database_url)
         manage("migrate", "--noinput", env=env)
@@ -78,7 +88,9 @@ def main() -> None:
         # Rounds alternate between the two systems, so a noisy neighbour hurts both alike.
         for _ in range(args.rounds):
             results["baseline"].append(total_lines / _run_baseline(args, env))
-            accepted_s, stored_s = _run_buildboard(args, env, tokens)
+            accepted_s, stored_s, used = _run_buildboard(args, env, tokens)
+            for name, seconds in used.items():
+                cpu.setdefault(name, []).append(seconds)
             results["accepted"].append(total_lines / accepted_s)
             results["stored"].append(total_lines / stored_s)
     finally:
@@ -91,6 +103,9 @@ def main() -> None:
     print(f"buildboard HTTP accepted:              {accepted:12,.0f} lines/s  {_all(results['accepted'])}")
     print(f"buildboard HTTP -> Celery -> database: {stored:12,.0f} lines/s  {_all(results['stored'])}")
     print(f"ratio (stored / baseline):             {stored / base:12.2f}  (target >= 0.50, and >= 10,000 lines/s)")
+    print("CPU seconds per buildboard round, until all was stored (median; rounds):")
+    for name, seconds in sorted(cpu.items(), key=lambda item: -statistics.median(item[1])):
+        print(f"  {name:14} {statistics.median(seconds):6.2f}  (" + ", ".join(f"{s:.2f}" for s in seconds) + ")")
 
 
 def _all(rates: list[float]) -> str:
@@ -108,8 +123,9 @@ def _run_baseline(args, env: dict) -> float:
         stop(server)
 
 
-def _run_buildboard(args, env: dict, tokens: tuple[str, str]) -> tuple[float, float]:
-    """Seconds until every request was accepted, and until every line was stored."""
+def _run_buildboard(args, env: dict, tokens: tuple[str, str]) -> tuple[float, float, dict[str, float]]:
+    """Seconds until every request was accepted, and until every line was stored; the CPU seconds spent
+    meanwhile by each process."""
     port = free_port()
     web = start(["-m", "uvicorn", "buildboard.asgi:application", "--port", str(port), "--log-level", "warning",
                  "--no-access-log"], env)
@@ -118,11 +134,14 @@ def _run_buildboard(args, env: dict, tokens: tuple[str, str]) -> tuple[float, fl
     try:
         base = f"http://127.0.0.1:{port}"
         asyncio.run(wait_listening(base + "/api/v1/openapi.json"))
+        wait_celery(env)
         headers = {"Authorization": f"Bearer {tokens[1]}"}
         build = httpx.post(base + "/api/v1/builds", headers={"Authorization": f"Bearer {tokens[0]}"}, json={
             "repository": "bench/ingest", "branch": "main", "commit": "0" * 40,
             "jobs": [{"config": {}} for _ in range(args.clients)]}).json()
         job_ids = [j["id"] for j in build["jobs"]]
+        meter = CpuMeter(web=web.pid, celery=worker.pid)
+        meter.start()
         started = time.perf_counter()
         accepted_s = asyncio.run(load(lambda i: f"{base}/api/v1/jobs/{job_ids[i]}/log", args.clients, args, headers))
         expected = args.requests * args.parts - 1
@@ -135,7 +154,8 @@ def _run_buildboard(args, env: dict, tokens: tuple[str, str]) -> tuple[float, fl
                 time.sleep(0.02)
         if pending:
             raise RuntimeError(f"jobs {sorted(pending)} were not fully stored")
-        return accepted_s, time.perf_counter() - started
+        stored_s = time.perf_counter() - started
+        return accepted_s, stored_s, meter.stop()
     finally:
         stop(web, worker)
 
