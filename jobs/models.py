@@ -3,6 +3,7 @@
 import re
 import secrets
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -14,6 +15,7 @@ from django.utils import timezone
 
 from accounts import permissions
 from accounts.services import ensure_organization
+from buildboard.lib import compiled
 
 from . import card
 from .states import (
@@ -308,16 +310,13 @@ class Job(models.Model):
             card.changing(self)
         return bool(updated)
 
-    def store_log_parts(self, attempt: int, parts: list[dict]) -> list["LogPart"]:
+    def store_log_parts(self, attempt: int, parts: list[dict]) -> list["NewPart"]:
         """Store new parts of a (locked) job's current attempt, within the log cap.
 
         Duplicates are skipped; returns the parts actually stored, in number order."""
         # One query for every stored number past the contiguous prefix tells both which incoming
         # parts are duplicates and how far the prefix reaches once this batch is in.
-        beyond = set(
-            LogPart.objects.filter(job=self, attempt=attempt, number__gt=self.log_persisted_through)
-            .values_list("number", flat=True)
-        )
+        beyond = set(_numbers_stored_beyond(self.pk, attempt, self.log_persisted_through))
         # An archived attempt's parts left the table; those beyond the prefix are listed on its archive
         # (only a finished job's attempt is archived, so a running one needs no look).
         if self.state in FINAL_STATES:
@@ -337,8 +336,7 @@ class Job(models.Model):
             self.log_bytes += size
             announced = part.get("announced_us")  # shown to viewers from the buffer at this time
             at = datetime.fromtimestamp(announced / 1_000_000, UTC) if announced else timezone.now()
-            stored.append(LogPart(job=self, attempt=attempt, number=number, content=part["content"],
-                                  final=bool(part.get("final")), created_at=at))
+            stored.append(NewPart(self.pk, attempt, number, part["content"], bool(part.get("final")), at))
             if part.get("final") and self.log_final_number is None:
                 self.log_final_number = number
         LogPart.insert(stored)
@@ -349,11 +347,11 @@ class Job(models.Model):
         if stored:
             self.last_activity_at = timezone.now()
             self.seq += 1
-        self.save(update_fields=["log_bytes", "log_truncated", "log_final_number", "log_persisted_through",
-                                 "exit_code", "exit_code_from_log", "inconsistent", "last_activity_at", "seq"])
+        compiled.update_fields(self, ["log_bytes", "log_truncated", "log_final_number", "log_persisted_through",
+                                      "exit_code", "exit_code_from_log", "inconsistent", "last_activity_at", "seq"])
         return stored
 
-    def _take_exit_code_from_log(self, stored: list["LogPart"]) -> None:
+    def _take_exit_code_from_log(self, stored: list["NewPart"]) -> None:
         if self.exit_code is not None and not self.exit_code_from_log:
             return
         for part in sorted(stored, key=lambda p: p.number, reverse=True):
@@ -448,7 +446,7 @@ class LogPart(models.Model):
         return f"{self.job_id}/{self.attempt}/{self.number}"
 
     @classmethod
-    def insert(cls, parts: list["LogPart"]) -> None:
+    def insert(cls, parts: "list[NewPart] | list[LogPart]") -> None:
         """bulk_create without reading back ids, on PostgreSQL as one COPY: Django's psycopg binding quotes
         every character of the log into the INSERT's text in Python, which was half of a flush's time under
         bench/ingest; COPY sends the rows as they are. Nothing reads a stored part's id afterwards."""
@@ -456,7 +454,7 @@ class LogPart(models.Model):
         if not parts:
             return
         if connection.vendor != "postgresql":
-            cls.objects.bulk_create(parts)
+            cls.objects.bulk_create([p if isinstance(p, LogPart) else LogPart(**p._asdict()) for p in parts])
             return
         for part in parts:  # what psycopg says of a NUL in an INSERT; COPY would only say "0x00"
             if "\x00" in part.content:
@@ -469,6 +467,23 @@ class LogPart(models.Model):
                 f"COPY {connection.ops.quote_name(cls._meta.db_table)} ({columns}) FROM STDIN") as copy:
             for part in parts:
                 copy.write_row([getattr(part, field.attname) for field in fields])
+
+
+class NewPart(NamedTuple):
+    """A part Job.store_log_parts stores: LogPart's columns, without building a model instance for each of
+    the thousands of parts a drain round stores."""
+
+    job_id: int
+    attempt: int
+    number: int
+    content: str
+    final: bool
+    created_at: datetime
+
+
+# The numbers of an attempt's stored parts past a number (Job.store_log_parts, on every drain round).
+_numbers_stored_beyond = compiled.Compiled(LogPart, lambda job_id, attempt, after: LogPart.objects.filter(
+    job_id=job_id, attempt=attempt, number__gt=after).values_list("number", flat=True), 3)
 
 
 class LogArchive(models.Model):

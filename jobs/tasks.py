@@ -9,6 +9,8 @@ from django.core.cache import cache
 from django.db import DatabaseError, transaction
 from django.utils.dateparse import parse_datetime
 
+from buildboard.lib.compiled import Compiled
+
 from . import archiving, card, events, ingest, services
 from .models import DeadLetter, Job
 
@@ -19,8 +21,13 @@ PLACEHOLDER = ("\x1b[33;1m[buildboard] Part {number} of this log could not be st
                "staff ({error}).\x1b[0m\n")
 
 
+# Every drain round locks its job first: the query is compiled once (see buildboard/lib/compiled.py).
+_lock_job = Compiled(Job, lambda pk: Job.objects.select_for_update().filter(pk=pk), 1, write=True)
+
+
 def _locked_job(job_id: int) -> Job | None:
-    return Job.objects.select_for_update().filter(pk=job_id).first()
+    found = _lock_job(job_id)
+    return found[0] if found else None
 
 
 @shared_task(acks_late=True, **RETRY)
