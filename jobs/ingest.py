@@ -102,26 +102,24 @@ end
 """
 _PUSH = PUSH_FUNCTION + "return push(ARGV[10], ARGV[11])"  # ARGV[10] the attempt, [11] its stored bytes
 ACCEPTED_TTL_SECONDS = 7 * 24 * 3600  # an attempt's accepted-bytes total outlives any job that still logs
-# Take or keep ownership (refused only while someone else's lease is live) under a token.
+# Take or keep ownership (refused only while someone else's lease is live): ARGV[1] the token held, ARGV[2]
+# the one to hold from now on (the drain renews its lease by passing its own token twice), ARGV[3] the lease.
 _OWN = """
 local owner = redis.call('get', KEYS[1])
 if owner and owner ~= ARGV[1] then return false end
 redis.call('set', KEYS[1], ARGV[2], 'EX', ARGV[3])
 return 1
 """
-# One round trip per drain round: keep ownership and read the next items.
-_TAKE = """
-local owner = redis.call('get', KEYS[1])
-if owner and owner ~= ARGV[1] then return false end
-redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return redis.call('lrange', KEYS[2], 0, ARGV[3] - 1)
-"""
-# After a round: drop what was stored; when nothing is left, let go of ownership. Returns 1 while the
-# caller still owns the list and items remain (a request may have pushed after our read).
+# After a round: drop what was stored; while items remain, keep ownership for another lease, else let go
+# of it. Returns 1 while the caller still owns the list and items remain (a request may have pushed after
+# our read). The next items are read by a plain LRANGE in the same round trip (_then_read).
 _DONE = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('ltrim', KEYS[2], ARGV[2], -1)
-if redis.call('llen', KEYS[2]) > 0 then return 1 end
+if redis.call('llen', KEYS[2]) > 0 then
+  redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[3])
+  return 1
+end
 redis.call('del', KEYS[1])
 return 0
 """
@@ -332,19 +330,39 @@ def drain(job_id: int, token: str, store: Callable[[int, list[Batch]], None],
     Returns DONE (nothing left, ownership released), LOST (someone else owns the list) or MORE (time is
     up while items remain; the caller hands over to a fresh task, still owning the list)."""
     r = _redis()
-    keys = [_owner_key(job_id), _buffer_key(job_id)]
-    take, done = r.register_script(_TAKE), r.register_script(_DONE)
+    owner, buffer = _owner_key(job_id), _buffer_key(job_id)
+    keep, done = r.register_script(_OWN), r.register_script(_DONE)
     until = time.monotonic() + seconds
+    owned, items = _then_read(r, keep, [owner], [token, token, _lease()], buffer)
+    if not owned:
+        return LOST
     while True:
-        items = take(keys=keys, args=[token, _lease(), ROUND_ITEMS])
-        if items is None:
-            return LOST
         if items:
             _store_round(job_id, items, store, set_aside)
-        if not done(keys=keys, args=[token, len(items)]):
+        more, items = _then_read(r, done, [owner, buffer], [token, len(items), _lease()], buffer)
+        if not more:
             return DONE
         if time.monotonic() >= until:
             return MORE
+
+
+def _then_read(r: redis.Redis, script, keys: list, args: list, buffer: str) -> tuple:
+    """Run a small script, then read the next round's items with a plain LRANGE, in one round trip. Only
+    the owner removes items, so what is read after the script is what the owner may store. (A script that
+    returns the items instead copies each one twice: 0.24 ms of Redis's CPU for five requests' bodies,
+    against 0.01 ms for LRANGE.) Returns the script's result and the items."""
+    def run() -> tuple:
+        pipe = r.pipeline(transaction=False)
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
+        pipe.lrange(buffer, 0, ROUND_ITEMS - 1)
+        result, items = pipe.execute()
+        return result, items
+
+    try:
+        return run()
+    except redis.exceptions.NoScriptError:  # Redis lost its scripts (a restart) and did not run this one
+        r.script_load(script.script)
+        return run()
 
 
 def own(job_id: int, token: str) -> str | None:

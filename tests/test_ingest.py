@@ -55,9 +55,12 @@ def test_a_redelivered_flush_task_leaves_while_the_first_one_owns_the_buffer(job
     assert job.parts.count() == 1
 
 
-def test_the_owner_lease_is_short_and_renewed_every_round(job, settings):
+def test_the_owner_lease_is_short_and_renewed_every_round(job, settings, monkeypatch):
     settings.LOG_OWNER_LEASE_SECONDS = 7
+    monkeypatch.setattr(ingest, "ROUND_ITEMS", 1)
     token = ingest.buffer_parts(job.pk, 1, body(0))
+    ingest.buffer_parts(job.pk, 1, body(1))
+    ingest.buffer_parts(job.pk, 1, body(2))
     r = ingest._redis()
     assert 0 < r.ttl(ingest._owner_key(job.pk)) <= 7
     ttls = []
@@ -65,10 +68,21 @@ def test_the_owner_lease_is_short_and_renewed_every_round(job, settings):
     def store(job_id, batches):
         ttls.append(r.ttl(ingest._owner_key(job_id)))
         tasks.store_log_parts(job_id, batches)
+        r.expire(ingest._owner_key(job_id), 2)  # as if the round had taken five seconds
 
     r.expire(ingest._owner_key(job.pk), 2)
-    drain(job.pk, token, store)
-    assert ttls and ttls[0] > 2  # renewed when the round began
+    assert drain(job.pk, token, store) == ingest.DONE
+    assert len(ttls) == 3 and all(ttl > 2 for ttl in ttls)  # renewed before each round began
+    assert not r.exists(ingest._owner_key(job.pk))  # and let go once the list was empty
+
+
+def test_a_drain_loads_its_scripts_again_when_redis_has_lost_them(job):
+    token = ingest.buffer_parts(job.pk, 1, body(0, 1))
+    ingest._redis().script_flush()  # as after a restart of Redis
+    assert drain(job.pk, token) == ingest.DONE
+    job.refresh_from_db()
+    assert job.log_persisted_through == 1
+    assert ingest.pending(job.pk) == 0
 
 
 def test_parts_stay_buffered_when_storing_fails(job):
