@@ -1,8 +1,10 @@
 """Querysets compiled to SQL once per database and run again with new values: for hot loops only.
 
 Django turns a queryset into SQL every time it runs it. For the log drain, which locks a job, reads the
-part numbers already stored and saves the job on every round, that compiling cost more CPU than the
-queries themselves took on the database (bench/ingest: 1.2 ms of 1.5 ms for the lock alone).
+part numbers already stored and saves the job on every round, compiling was most of the round's CPU:
+locking the job took 1.2-1.5 ms of CPU through the ORM and 0.3 ms compiled once, and a round storing one
+request 3.0-3.7 ms before, 1.3-1.6 ms after (measured in one process against PostgreSQL on this 2-core
+machine kind).
 
 Compiled keeps the SQL Django generates for a queryset (quoting, FOR UPDATE where the database has it,
 LIMIT) and the converters it would apply to the rows, and swaps in new values for the parameters. The
