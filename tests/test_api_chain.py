@@ -57,6 +57,10 @@ def test_a_bearer_post_is_answered_by_the_same_view_without_csrf_or_page_headers
                     json={"parts": [{"number": 0, "content": "hello\n"}]})
     assert response.status_code == 202, response.text
     assert response.json() == {"cancel": False, "persisted_through": -1}
+    # Sized, as the full chain's answers are (CommonMiddleware), not sent in chunks.
+    assert response.headers["Content-Length"] == str(len(response.content))
+    full = call("POST", f"/api/v1/jobs/{job.pk}/log", json={"parts": []})
+    assert full.headers["Content-Length"] == str(len(full.content))
     # The browser chain's marks are absent: no frame options, no session cookie, no Vary: Cookie.
     assert "X-Frame-Options" not in response.headers
     assert "Cookie" not in response.headers.get("Vary", "")

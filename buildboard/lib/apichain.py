@@ -42,6 +42,14 @@ class SecurityMiddleware(DjangoSecurityMiddleware):
         response = self.process_request(request) or await self.get_response(request)
         return self.process_response(request, response)
 
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        response = super().process_response(request, response)
+        # What the full chain's CommonMiddleware does: an answer of known length says so, rather than going
+        # out in chunked transfer encoding (uvicorn's choice without it).
+        if not response.streaming and not response.has_header("Content-Length"):
+            response.headers["Content-Length"] = str(len(response.content))
+        return response
+
 
 def resolve(path: str, method: str) -> ResolverMatch | None:
     """The default URLconf's match for a lean request, with the view for its method (not the route()
