@@ -355,8 +355,7 @@ def _then_read(r: redis.Redis, script, keys: list, args: list, buffer: str) -> t
         pipe = r.pipeline(transaction=False)
         pipe.evalsha(script.sha, len(keys), *keys, *args)
         pipe.lrange(buffer, 0, ROUND_ITEMS - 1)
-        result, items = pipe.execute()
-        return result, items
+        return tuple(pipe.execute())
 
     try:
         return run()

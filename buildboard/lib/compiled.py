@@ -21,6 +21,7 @@ from itertools import count
 
 from django.db import DatabaseError, connections, router
 from django.db.models import Model, QuerySet, signals
+from django.db.models.query import FlatValuesListIterable, ModelIterable, ValuesListIterable
 
 # Each parameter of a compiled queryset gets its own value: positive and within a 32-bit column's range,
 # because Django drops or empties a lookup on a value its field cannot hold (a negative one on a positive
@@ -50,19 +51,19 @@ class Compiled:
         if sorted(params) != sorted(sentinels):
             raise ValueError(f"cannot compile a queryset whose parameters {params!r} are not its values once each")
         order = [sentinels.index(param) for param in params]
-        converters = compiler.get_converters([column for column, _, _ in compiler.select[:compiler.col_count]])
-        iterable = queryset._iterable_class.__name__
-        if iterable == "ModelIterable":
+        columns = [column for column, _, _ in compiler.select[:compiler.col_count]]
+        converters = compiler.get_converters(columns)
+        iterable = queryset._iterable_class
+        if iterable is ModelIterable:
             if compiler.klass_info is None or compiler.query.select_related or queryset._prefetch_related_lookups:
                 raise ValueError("only plain model querysets can be compiled (no related or prefetched objects)")
-            names = [column.target.attname for column, _, _ in compiler.select[:compiler.col_count]]
-            shape = ("model", queryset.model, names)
-        elif iterable == "ValuesListIterable":
+            shape = ("model", queryset.model, [column.target.attname for column in columns])
+        elif iterable is ValuesListIterable:
             shape = ("tuples", None, None)
-        elif iterable == "FlatValuesListIterable":
+        elif iterable is FlatValuesListIterable:
             shape = ("flat", None, None)
         else:
-            raise ValueError(f"cannot compile a queryset that yields {iterable}")
+            raise ValueError(f"cannot compile a queryset that yields {iterable.__name__}")
         return sql, order, compiler, converters, shape
 
     def __call__(self, *values, using: str | None = None) -> list:
