@@ -8,7 +8,10 @@ trip to a do-nothing ASGI app under the same uvicorn, both back to back. For ref
 baseline), the bare POST is also timed sent at the load's pace: on this 2-core VM a process woken after
 tens of milliseconds asleep answers slower than one kept busy. Each job first reports "started": the time from
 that POST to its job.state frame is printed too (state changes are applied in the database, forward
-only, so they are announced after the Celery hop and the commit, unlike log parts). Then: how many
+only, so they are announced after the Celery hop and the commit, unlike log parts). The first part of each
+job, sent right after its state POST, is printed apart from the rest: the 50 jobs start within 2 s, and the
+p99 is made of those first parts. So are the CPU seconds each process spent while the jobs streamed. The load
+starts once the Celery worker answers a ping (its start-up would otherwise run in the first seconds). Then: how many
 idle viewers one server process holds (connections opened until --idle-max, all must still get a frame).
 
 The default rate, one POST every 2 s per job (25 POSTs/s in all), is a busy fleet flushing logs; at
@@ -43,7 +46,15 @@ import websockets
 BASE_DIR = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(BASE_DIR))
 
-from bench.common import prepare_database, scoped_tokens, start, stop, wait_listening  # noqa: E402
+from bench.common import (  # noqa: E402
+    CpuMeter,
+    prepare_database,
+    scoped_tokens,
+    start,
+    stop,
+    wait_celery,
+    wait_listening,
+)
 from buildboard.lib.redis_server import ensure_redis, free_port  # noqa: E402
 
 
@@ -165,8 +176,8 @@ def _watch_process(ws_base: str, origin: str, job_ids: list[int], viewers_per_jo
 
 async def stream(base: str, headers: dict, job_ids: list[int], viewers_per_job: int, seconds: float,
                  rate: float, on_start=None) -> tuple[list[float], list[float], int, int]:
-    """Latencies (ms) of every part at every viewer and of each POST's answer; parts sent; (viewer, part)
-    pairs missing.
+    """(part number, latency in ms) of every part at every viewer and of each POST's answer; parts sent;
+    (viewer, part) pairs missing; latencies of the "started" state at every viewer.
 
     The viewers run in a process of their own, as browsers are not the workers: in the workers' process
     their 2,400 frames would share one event loop with the POSTs, and each answer would be read only after
@@ -220,7 +231,7 @@ async def _stream_parts(base: str, headers: dict, job_ids: list[int], seconds: f
                         retried.append(job_id)
                 if r.status_code != 202:
                     raise RuntimeError(f"{r.status_code}: {r.text[:200]}")
-                answered.append((time.perf_counter() - sent_at[(job_id, number)]) * 1000)
+                answered.append((number, (time.perf_counter() - sent_at[(job_id, number)]) * 1000))
                 number += 1
                 await asyncio.sleep(max(0.0, 1 / rate - (time.perf_counter() - tick)))
 
@@ -240,7 +251,7 @@ async def _stream_parts(base: str, headers: dict, job_ids: list[int], seconds: f
                 if arrived is None:
                     missing += 1
                 else:
-                    latencies.append((arrived - sent_at[(job_id, number)]) * 1000)
+                    latencies.append((number, (arrived - sent_at[(job_id, number)]) * 1000))
     if retried:
         print(f"  {len(retried)} POSTs were resent after a dropped connection")
     return latencies, answered, len(sent_at), missing, states
@@ -369,6 +380,7 @@ def run_once(args, run: int, profile: bool) -> dict:
         processes = [web, worker]
         base = f"http://127.0.0.1:{port}"
         asyncio.run(wait_listening(base + "/api/v1/openapi.json"))
+        wait_celery(env)
         headers = {"Authorization": f"Bearer {token}"}
         build = httpx.post(base + "/api/v1/builds", headers={"Authorization": f"Bearer {build_token}"},
                            timeout=30, json={
@@ -377,13 +389,17 @@ def run_once(args, run: int, profile: bool) -> dict:
         job_ids = [j["id"] for j in build["jobs"]]
         idle_job = job_ids.pop()
 
-        def start_profiler():  # once the viewers are in, so the profile is of the streaming itself
+        meter = CpuMeter(web=web.pid, celery=worker.pid)
+
+        def on_start():  # once the viewers are in, so the figures are of the streaming itself
             nonlocal profiler
-            profiler = Profiler(web.pid, args.seconds, Path(f"/tmp/bench-tail-profile-{os.getpid()}-{run}.txt"))
+            meter.start()
+            if profile:
+                profiler = Profiler(web.pid, args.seconds, Path(f"/tmp/bench-tail-profile-{os.getpid()}-{run}.txt"))
 
         latencies, answered, sent, missing, states = asyncio.run(stream(
-            base, headers, job_ids, args.viewers // args.jobs, args.seconds, args.rate,
-            on_start=start_profiler if profile else None))
+            base, headers, job_ids, args.viewers // args.jobs, args.seconds, args.rate, on_start=on_start))
+        cpu = meter.stop()
 
         def announce():
             return asyncio.to_thread(httpx.post, f"{base}/api/v1/jobs/{idle_job}/log", headers=headers,
@@ -396,12 +412,13 @@ def run_once(args, run: int, profile: bool) -> dict:
         redis.stop()
     return {"publish": publish, "post": post, "paced": paced, "latencies": latencies, "answered": answered,
             "sent": sent, "missing": missing, "states": states, "jobs": len(job_ids), "held": held, "rss": rss,
-            "reached": reached,
+            "reached": reached, "cpu": cpu,
             "profile": profiler.summary(args.profile_top) if profiler else None}
 
 
 def report(args, figures: dict) -> dict:
-    publish, post, latencies, answered = (figures[k] for k in ("publish", "post", "latencies", "answered"))
+    publish, post = figures["publish"], figures["post"]
+    latencies, answered = ([ms for _, ms in figures[k]] for k in ("latencies", "answered"))
     base_p50 = statistics.median(publish) + statistics.median(post)
     p50, p99 = statistics.median(latencies), pct(latencies, 0.99)
     load = os.getloadavg()
@@ -417,6 +434,15 @@ def report(args, figures: dict) -> dict:
     print(f"POST -> websocket frame: p50 {p50:.1f} ms, p90 {pct(latencies, 0.9):.1f} ms, p99 {p99:.1f} ms, "
           f"max {max(latencies):.1f} ms")
     print(f"ratio p50 / baseline: {p50 / base_p50:.2f}  (target <= 5);  p99 {p99:.0f} ms (target <= 250)")
+    for label, first in (("first part of each job", True), ("the later parts", False)):
+        frames = [ms for number, ms in figures["latencies"] if (number == 0) == first]
+        answers = [ms for number, ms in figures["answered"] if (number == 0) == first]
+        if frames and answers:
+            print(f"  {label}: answered p50 {statistics.median(answers):.1f} ms, p99 {pct(answers, 0.99):.1f} ms; "
+                  f"frame p50 {statistics.median(frames):.1f} ms, p99 {pct(frames, 0.99):.1f} ms")
+    print(f"CPU seconds from the first POST until 3 s after the last ({figures['sent']} log and "
+          f"{figures['jobs']} state POSTs): "
+          + ", ".join(f"{name} {seconds:.2f}" for name, seconds in figures["cpu"].items()))
     states = figures["states"]
     if states:
         print(f"state POST -> job.state frame (after the Celery hop and commit): "
