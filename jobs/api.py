@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_safe
 
 from accounts import permissions
-from accounts.models import ApiToken, TokenKind
+from accounts.models import ApiToken
 from accounts.tokens import arequire_token, require_token, token_from
 from buildboard.lib.doorbell import redis_channel
 from buildboard.lib.errors import TRANSIENT_ERRORS
@@ -52,20 +52,12 @@ def _require_build_scope(token: ApiToken, repository: str) -> None:
         raise ApiError(403, f"this {token.kind} token may not create builds in {repository}")
 
 
-def _get_job_for_worker(request: HttpRequest, job_id: int) -> Job:
-    """A job the token may report for (its queue, or its repositories); others do not exist for it."""
+def _get_job_for_worker(request: HttpRequest, job_id: int) -> card.JobCard:
+    """A job the token may report for (its queue, or its repositories); others do not exist for it. Read
+    from the database, which also refreshes the job's card (jobs/card.py) for the log POSTs that follow."""
     token = require_token(request)
-    jobs = Job.objects.only("id", "attempt", "cancel_requested", "queue")
-    if token.kind == TokenKind.BUILD:  # only build tokens need the repository; workers go by the queue
-        jobs = jobs.select_related("build__repository").only(
-            "id", "attempt", "cancel_requested", "queue", "build__repository__owner", "build__repository__name")
-    try:  # get(), not first(): no ORDER BY to compile and run on the hottest path
-        job = jobs.get(pk=job_id)
-    except Job.DoesNotExist:
-        raise ApiError(404, f"job {job_id} does not exist") from None
-    repository = job.build.repository if token.kind == TokenKind.BUILD else None
-    if not permissions.token_may_report(token, queue=job.queue, owner=repository.owner if repository else "",
-                                        name=repository.name if repository else ""):
+    job = card.fill_from_database(job_id)
+    if job is None or not permissions.token_may_report(token, queue=job.queue, owner=job.owner, name=job.name):
         raise ApiError(404, f"job {job_id} does not exist")
     return job
 
@@ -105,7 +97,7 @@ def _may_report(token: ApiToken, job: Job) -> bool:
                                         name=job.build.repository.name)
 
 
-def _attempt(attempt: int | None, job: Job) -> int:
+def _attempt(attempt: int | None, job: card.JobCard) -> int:
     if attempt is None:
         return job.attempt
     if attempt != job.attempt:

@@ -9,7 +9,9 @@ A process also keeps, in memory, what never changes for a job it has read (its q
 it can check a token before the one round trip that reads the card and pushes the parts (push()).
 
 Who writes it:
-- A POST that finds no card reads the job from the database and fills the card (CARD_SECONDS to live).
+- A log POST that finds no card reads the job from the database and fills the card (CARD_SECONDS to live).
+  Every state POST reads the job from the database and fills the card as well: a worker reports "started"
+  before its first log part, so that part, too, finds the card.
 - Every commit that changes what the card holds updates it afterwards: storing log parts (the flush's
   store, jobs/tasks.py), a cancel and a restart (Job.request_cancel, Job.restart; these also drop the
   card at once, inside their transaction).
@@ -158,7 +160,9 @@ async def push(job_id: int, facts_: tuple[str, str, str], attempt: int | None, b
         return Pushed(card, None, full=True)
 
 
-def _fill(job_id: int) -> JobCard | None:
+def fill_from_database(job_id: int) -> JobCard | None:
+    """Read the job from the database and put its card in Redis; None if there is no job. For sync code
+    (the state POST); on the event loop, fill()."""
     Job = apps.get_model("jobs", "Job")  # noqa: N806 (models imports this module to update cards)
     job = (Job.objects.select_related("build__repository")
            .only("id", "attempt", "cancel_requested", "queue", "log_bytes", "log_truncated",
@@ -177,7 +181,7 @@ def _fill(job_id: int) -> JobCard | None:
 async def fill(job_id: int) -> JobCard | None:
     """Read the job from the database (in the sync views' thread) and put its card in Redis; None if there
     is no job."""
-    return await in_db_thread(_fill)(job_id)
+    return await in_db_thread(fill_from_database)(job_id)
 
 
 def _update(job_id: int, values: list) -> None:

@@ -36,6 +36,21 @@ def test_the_first_post_fills_the_card_and_later_posts_answer_from_it(client, au
     assert post(client, url, {"parts": [{"number": 2, "content": "c"}]}, auth).json()["persisted_through"] == 41
 
 
+def test_a_state_report_reads_the_database_and_fills_the_card_for_the_log_posts(client, auth, job):
+    """A worker reports "started" before its first log part: that read of the job fills the card, so the
+    first log POST answers from Redis like every later one."""
+    card._facts.pop(job.pk, None)
+    url = f"/api/v1/jobs/{job.pk}/state"
+    assert post(client, url, {"state": "started"}, auth).json() == {"cancel": False}
+    assert fields(job) == {"attempt": "1", "cancel": "0", "truncated": "0", "bytes": "0", "persisted": "-1",
+                           "queue": "builds.linux", "owner": "acme", "name": "rocket"}
+    assert card.facts(job.pk) == ("builds.linux", "acme", "rocket")
+    # The state POST answers from the row, whatever the card says.
+    Job.objects.filter(pk=job.pk).update(cancel_requested=True)
+    assert post(client, url, {"state": "started"}, auth).json() == {"cancel": True}
+    assert fields(job)["cancel"] == "1"
+
+
 def test_a_cancel_and_a_restart_reach_the_card(client, auth, job):
     url = f"/api/v1/jobs/{job.pk}"
     post(client, f"{url}/log", {"parts": [{"number": 0, "content": "first"}]}, auth)
@@ -89,7 +104,7 @@ def test_an_update_alone_makes_no_card_a_post_can_use(job):
     from asgiref.sync import async_to_sync
 
     assert async_to_sync(card.read)(job.pk) is None
-    filled = card._fill(job.pk)  # the row still says attempt 1 (the restart "is not committed")
+    filled = card.fill_from_database(job.pk)  # the row still says attempt 1 (the restart "is not committed")
     assert filled.attempt == 1
     assert fields(job)["attempt"] == "2"  # the card kept the newer attempt
 
