@@ -10,12 +10,14 @@ from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.urls import set_script_prefix
 
+from buildboard.lib.requestthreads import in_borrowed_thread
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "buildboard.settings")
 django.setup(set_prefix=False)
 
 
 class OneHopASGIHandler(ASGIHandler):
-    """Django's ASGI handler, running the middleware chain and views in one worker thread per request.
+    """Django's ASGI handler, running the middleware chain and views in one (borrowed) thread per request.
 
     Our views and most middleware are synchronous. In its async mode Django calls each sync
     middleware's hooks through sync_to_async — about fourteen thread hops per request with the stack
@@ -24,6 +26,12 @@ class OneHopASGIHandler(ASGIHandler):
 
     def load_middleware(self, is_async: bool = False) -> None:
         super().load_middleware(is_async=False)
+
+    async def __call__(self, scope, receive, send):
+        """As Django's, with a long-lived thread for the request's sync code (buildboard/lib/requestthreads.py)."""
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        await in_borrowed_thread(self.handle, scope, receive, send)
 
     async def get_response_async(self, request):
         return await sync_to_async(self.get_response, thread_sensitive=True)(request)
@@ -102,6 +110,8 @@ class LoopASGIHandler(ApiASGIHandler):
         # sent in that turn, behind the answer but not behind that work.
         await asyncio.sleep(0)
         response.close()
+        if (after := getattr(response, "after", None)) is not None:
+            await after  # the request's thread is lent to the next one only once its work is done
 
     def resolve_request(self, request):
         """The operation for the request's method, not the route() dispatching to it (which is sync), from

@@ -223,3 +223,36 @@ def test_the_log_post_s_frame_reaches_this_process_s_viewers_before_the_request_
     finally:
         signals.request_finished.disconnect(finished)
     assert seen == ["answer", "frame", "finished"]
+
+
+def test_requests_borrow_a_thread_that_outlives_them(worker_token, job, dave):
+    """Each request's sync code runs in a thread it borrows (buildboard/lib/requestthreads.py), not in
+    two new threads per request: the lean chain, the full chain and the log POST's database work alike."""
+    seen: list[threading.Thread] = []
+
+    def started(**kwargs):
+        seen.append(threading.current_thread())
+
+    headers = {"Authorization": f"Bearer {worker_token}"}
+    signals.request_started.connect(started)
+    try:
+        states = [call("POST", f"/api/v1/jobs/{job.pk}/state", headers=headers, json={"state": "started"})
+                  for _ in range(2)]
+        page = call("GET", "/", cookies=session_of(dave))
+    finally:
+        signals.request_started.disconnect(started)
+    assert [r.status_code for r in states] == [202, 202] and page.status_code == 200
+    assert len(seen) == 3 and seen[0] is seen[1] is seen[2]
+    assert seen[0] is not threading.current_thread() and seen[0].name.startswith("request")
+
+
+def test_a_log_post_s_after_work_runs_before_the_request_gives_its_thread_back(worker_token, job):
+    """The flush a log answer starts as it closes runs in the request's thread (eagerly, under the test
+    settings): the request waits for it before lending the thread again, so the parts are stored."""
+    headers = {"Authorization": f"Bearer {worker_token}"}
+    response = call("POST", f"/api/v1/jobs/{job.pk}/log", headers=headers,
+                    json={"parts": [{"number": 0, "content": "hello\n"}]})
+    assert response.status_code == 202, response.text
+    job.refresh_from_db()
+    assert job.log_persisted_through == 0
+    assert [p.content for p in job.parts.all()] == ["hello\n"]

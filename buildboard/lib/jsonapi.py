@@ -87,6 +87,7 @@ class AnswerThen(JsonResponse):
     def __init__(self, *args: Any, then: Callable[[], Awaitable[None]], **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._then: Callable[[], Awaitable[None]] | None = then
+        self.after: asyncio.Task | None = None  # on an event loop, once closed: the task doing `then`
 
     def close(self) -> None:
         super().close()
@@ -98,7 +99,7 @@ class AnswerThen(JsonResponse):
         except RuntimeError:
             async_to_sync(_logged)(then)
             return
-        task = loop.create_task(_logged(then))
+        task = self.after = loop.create_task(_logged(then))
         _after_answers.add(task)  # the loop keeps only weak references to tasks
         task.add_done_callback(_after_answers.discard)
 
