@@ -26,6 +26,7 @@ expires: that delays news (a cancel, persisted_through), and a POST naming an at
 hold reads the database again. Only if that loss also met a fill racing the restart's commit could a
 worker that names no attempt send parts to the old attempt (the flush drops them) for CARD_SECONDS."""
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -168,25 +169,21 @@ def fill_from_database(job_id: int) -> JobCard | None:
     if not rows:
         return None
     attempt, cancel, truncated, size, persisted, queue, owner, name = rows[0]
-    _update(job_id, [attempt, int(cancel), int(truncated), size, persisted, CARD_SECONDS, queue, owner, name])
-    return _known(JobCard(pk=job_id, attempt=attempt, cancel_requested=cancel, log_truncated=truncated,
-                          log_bytes=size, log_persisted_through=persisted, queue=queue, owner=owner, name=name))
+    card = JobCard(pk=job_id, attempt=attempt, cancel_requested=cancel, log_truncated=truncated, log_bytes=size,
+                   log_persisted_through=persisted, queue=queue, owner=owner, name=name)
+    _update(job_id, [*_dynamic(card), CARD_SECONDS, queue, owner, name])
+    return _known(card)
 
 
-_compiled_card_row: Compiled | None = None
-
-
+@functools.cache
 def _card_row() -> Compiled:
     """What a card holds, read from the job's row and its repository's, by the job's id. Every state POST
     reads it, so the query is compiled once (buildboard/lib/compiled.py): through the ORM, building it took
     most of the read's CPU. Made at first use, as the models import this module."""
-    global _compiled_card_row
-    if _compiled_card_row is None:
-        Job = apps.get_model("jobs", "Job")  # noqa: N806
-        _compiled_card_row = Compiled(Job, lambda pk: Job.objects.filter(pk=pk).values_list(
-            "attempt", "cancel_requested", "log_truncated", "log_bytes", "log_persisted_through", "queue",
-            "build__repository__owner", "build__repository__name"), 1)
-    return _compiled_card_row
+    Job = apps.get_model("jobs", "Job")  # noqa: N806
+    return Compiled(Job, lambda pk: Job.objects.filter(pk=pk).values_list(
+        "attempt", "cancel_requested", "log_truncated", "log_bytes", "log_persisted_through", "queue",
+        "build__repository__owner", "build__repository__name"), 1)
 
 
 async def fill(job_id: int) -> JobCard | None:

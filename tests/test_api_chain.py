@@ -227,7 +227,7 @@ def test_the_log_post_s_frame_reaches_this_process_s_viewers_before_the_request_
 
 def test_requests_borrow_a_thread_that_outlives_them(worker_token, job, dave):
     """Each request's sync code runs in a thread it borrows (buildboard/lib/requestthreads.py), not in
-    two new threads per request: the lean chain, the full chain and the log POST's database work alike."""
+    two new threads per request: requests through the lean chain and through the full chain alike."""
     seen: list[threading.Thread] = []
 
     def started(**kwargs):
